@@ -1,0 +1,84 @@
+"""Dataset registry: ``get_dataset(name, ...) -> LoadedDataset`` with class names and prompt templates.
+
+Images reach the model as float tensors in [0,1], 3-channel RGB even for grayscale sources (as
+``PIL.Image.convert("RGB")`` gives), so an attacker perturbs all three channels as for any photo.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch.utils.data import Dataset
+
+from ..errors import UnknownNameError
+from . import fashion_mnist
+
+
+@dataclass
+class LoadedDataset:
+    name: str
+    dataset: Dataset  # items: (x float [3,H,W] in [0,1], label int)
+    classnames: list[str]
+    templates: list[str]
+    split: str
+    preprocess: str = ""  # described in result records and cache keys
+    extra: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+
+class TensorImages(Dataset):
+    def __init__(self, x: torch.Tensor, y: torch.Tensor):
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i], int(self.y[i])
+
+
+def pil_transform(image_size: int, resize: int | None = None):
+    """Resize(resize or image_size) + CenterCrop(image_size), RGB, to [0,1] (the paper uses 256 / 224)."""
+    from torchvision import transforms as T
+
+    return T.Compose([T.Lambda(lambda im: im.convert("RGB")), T.Resize(resize or image_size,
+                      interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(image_size), T.ToTensor()])
+
+
+def _fashion_mnist(split, data_root, download, image_size, resize):
+    images, labels = fashion_mnist.load_arrays(split, data_root, download)
+    ds = TensorImages(fashion_mnist.to_rgb_tensor(images), torch.from_numpy(labels))
+    return LoadedDataset("fashion-mnist", ds, list(fashion_mnist.CLASSNAMES), ["a photo of a {}."], split,
+                         preprocess="native 28x28 grayscale->RGB")
+
+
+def _imagefolder(split, data_root, download, image_size, resize):
+    from . import imagefolder
+
+    ds, classnames = imagefolder.build(data_root, pil_transform(image_size, resize))
+    return LoadedDataset("imagefolder", ds, classnames, ["a photo of a {}."], split,
+                         preprocess=f"Resize({resize or image_size})+CenterCrop({image_size})",
+                         extra={"data_root": str(data_root)})
+
+
+BUILDERS: dict[str, Callable[..., LoadedDataset]] = {
+    "fashion-mnist": _fashion_mnist,
+    "imagefolder": _imagefolder,
+}
+
+
+def list_datasets() -> list[str]:
+    return sorted(BUILDERS)
+
+
+def get_dataset(name: str, split: str = "test", data_root=None, download: bool = False, image_size: int = 224,
+                resize: int | None = None) -> LoadedDataset:
+    """Load a registered dataset; a missing one fails with where it looked and how to get it."""
+    key = name.lower()
+    if key not in BUILDERS:
+        raise UnknownNameError("dataset", name, BUILDERS)
+    return BUILDERS[key](split, data_root, download, image_size, resize)

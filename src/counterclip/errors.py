@@ -1,0 +1,16 @@
+"""Errors that the CLI turns into one clear line (no traceback)."""
+
+
+class CounterclipError(Exception):
+    """A user-facing error: bad input, a missing file or weights that cannot be fetched offline."""
+
+
+class UnknownNameError(CounterclipError, KeyError):
+    """An unknown registry name; the message lists the valid ones."""
+
+    def __init__(self, kind: str, name: str, valid):
+        self.kind, self.name, self.valid = kind, name, sorted(valid)
+        super().__init__(f"unknown {kind} {name!r}; valid: {', '.join(self.valid)}")
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return self.args[0]

@@ -1,0 +1,67 @@
+"""``load_model(name, pretrained=None, device="cpu", vision_checkpoint=None) -> ClipModel``."""
+
+from __future__ import annotations
+
+import copy
+
+from ..errors import CounterclipError
+from .clip_model import ClipModel
+from .registry import DEFAULT_MODEL, EMBEDDED, embedded_dir
+
+__all__ = ["ClipModel", "load_model", "list_models", "DEFAULT_MODEL"]
+
+
+def list_models() -> list[str]:
+    """Embedded models first, then every open_clip architecture (each needs a pretrained tag or file)."""
+    import open_clip
+
+    return list(EMBEDDED) + open_clip.list_models()
+
+
+def load_model(name: str = DEFAULT_MODEL, pretrained: str | None = None, device="cpu",
+               vision_checkpoint: str | None = None) -> ClipModel:
+    """Load a frozen CLIP in eval mode behind the ``ClipModel`` contract.
+
+    name: an embedded model (``tiny-fmnist``), an open_clip architecture (``ViT-B-32``) with ``pretrained`` a tag
+      (``openai``) or a local checkpoint file, an ``hf-hub:org/repo`` or ``local-dir:/path`` open_clip id, or
+      ``hf:<hub id or local dir>`` for transformers' CLIPModel.
+    pretrained: None means the model's own default weights (embedded models only; open_clip architectures
+      must name a tag); ``"random"`` gives random initialisation.
+    vision_checkpoint: a robust finetuned vision tower (TeCoA / PMG-AFT / FARE format) loaded strictly over the
+      base model's; the original tower is kept as ``model.base_visual`` for TTC's tau (spec section 2).
+    """
+    if name in EMBEDDED:
+        model = _load_embedded(name, pretrained, device)
+    elif name.startswith("hf:"):
+        if pretrained is not None:
+            raise CounterclipError("hf: models take their weights from the hub id or directory; drop --pretrained")
+        from . import hf_backend
+
+        model = hf_backend.build(name, device=device)
+    else:
+        from . import openclip_backend
+
+        model = openclip_backend.build(name, pretrained, device=device)
+    if vision_checkpoint is not None:
+        from .checkpoints import load_vision_checkpoint
+
+        base = copy.deepcopy(model.visual)
+        load_vision_checkpoint(model.visual, vision_checkpoint)
+        model.base_visual = base
+        model.vision_checkpoint = str(vision_checkpoint)
+    return model.freeze()
+
+
+def _load_embedded(name: str, pretrained: str | None, device) -> ClipModel:
+    from . import openclip_backend
+
+    if pretrained not in (None, "random"):
+        raise CounterclipError(f"{name} is an embedded model: pretrained must be None (its embedded weights) or "
+                               f"'random', not {pretrained!r}")
+    folder = embedded_dir(name)
+    if not (folder / "open_clip_config.json").is_file():
+        raise CounterclipError(f"embedded model {name} is missing its files in {folder}; reinstall counterclip "
+                               "or retrain with `counterclip train-tiny`")
+    model = openclip_backend.build(f"local-dir:{folder}", None, device=device, random_init=pretrained == "random")
+    model.name, model.pretrained = name, pretrained
+    return model

@@ -1,0 +1,86 @@
+"""The ``ClipModel`` contract every backend adapts to: pixels in [0,1] in, unnormalised embeddings out."""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class ClipModel(nn.Module):
+    """A frozen CLIP in eval mode.
+
+    ``encode_image(x)`` takes pixels in [0,1] of any size with 1 or 3 channels and does the resize to
+    ``image_size`` and the mean/std normalisation inside, differentiably, so attacks and defenses work in
+    pixel space. ``encode_text`` tokenises and encodes a list of strings. ``logit_scale`` is the float
+    multiplier (100.0 for OpenAI CLIP). Backends supply ``visual`` (normalised pixels -> embedding) and
+    ``text_fn`` (list of str -> embedding).
+    """
+
+    def __init__(self, visual: nn.Module, text_fn: Callable[[Sequence[str]], torch.Tensor], *, image_size: int,
+                 logit_scale: float, mean=OPENAI_MEAN, std=OPENAI_STD, interpolation: str = "bicubic",
+                 name: str = "", pretrained: str | None = None, backbone: nn.Module | None = None):
+        super().__init__()
+        self.backbone = backbone  # owns the text tower's weights so .to()/.requires_grad_ reach them
+        self.visual = visual
+        self._text_fn = text_fn
+        self.image_size = int(image_size)
+        self.logit_scale = float(logit_scale)
+        self.interpolation = interpolation
+        self.name, self.pretrained = name, pretrained
+        self.vision_checkpoint: str | None = None
+        self.base_visual: nn.Module | None = None  # the original tower when a robust one was loaded
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.freeze()
+
+    def freeze(self) -> "ClipModel":
+        self.eval()
+        self.requires_grad_(False)
+        return self
+
+    def train(self, mode: bool = True):  # weights stay frozen and dropout stays off: this is an evaluator
+        return super().train(False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.mean.device
+
+    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
+        """[0,1] pixels (B,C,H,W), C in {1,3} -> resized, normalised model input. Differentiable in x."""
+        if x.ndim != 4 or x.shape[1] not in (1, 3):
+            raise ValueError(f"expected images shaped (B, 1 or 3, H, W), got {tuple(x.shape)}")
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        if x.shape[-2:] != (self.image_size, self.image_size):
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode=self.interpolation,
+                              align_corners=False)
+        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+
+    def encode_image(self, x: torch.Tensor) -> torch.Tensor:
+        return self.visual(self.preprocess(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encode_image(x)
+
+    @torch.no_grad()
+    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
+        if isinstance(texts, str):
+            texts = [texts]
+        return self._text_fn(list(texts))
+
+    def encode_image_base(self, x: torch.Tensor) -> torch.Tensor:
+        """Encode with the original (pre-finetuning) vision tower; TTC's tau encoder on robust finetuned models
+        (spec section 2). Only when a ``vision_checkpoint`` replaced the tower."""
+        if self.base_visual is None:
+            raise ValueError("this model has no separate base vision tower (no vision_checkpoint was loaded)")
+        return self.base_visual(self.preprocess(x))
+
+    def extra_repr(self) -> str:
+        return (f"name={self.name!r}, pretrained={self.pretrained!r}, image_size={self.image_size}, "
+                f"logit_scale={self.logit_scale:.2f}, vision_checkpoint={self.vision_checkpoint!r}")

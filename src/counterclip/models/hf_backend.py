@@ -1,0 +1,54 @@
+"""Hugging Face transformers CLIP (``hf:<hub id or local dir>``), through the ``hf`` extra."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import CounterclipError
+from .clip_model import ClipModel
+
+
+class _HFVision(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        out = self.model.get_image_features(pixel_values=pixel_values)
+        return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+
+def build(name: str, device="cpu") -> ClipModel:
+    try:
+        import transformers
+    except ImportError:
+        raise CounterclipError("hf: models need transformers: pip install 'counterclip[hf]'") from None
+    ident = name[len("hf:"):]
+    try:
+        model = transformers.CLIPModel.from_pretrained(ident)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(ident)
+    except OSError as e:
+        reason = str(e).strip().splitlines()[0]
+        raise CounterclipError(
+            f"could not load Hugging Face CLIP {ident!r} ({reason[:300]}). Offline: pass a local directory "
+            "(hf:/path/to/dir with config.json and weights) or pre-fill the Hugging Face cache (HF_HOME) on a "
+            "machine with network and set HF_HUB_OFFLINE=1") from None
+    mean, std, interp = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711), "bicubic"
+    try:
+        proc = transformers.AutoImageProcessor.from_pretrained(ident)
+        mean, std = tuple(proc.image_mean), tuple(proc.image_std)
+    except Exception:  # no preprocessor_config.json: CLIP's own statistics
+        pass
+    max_len = getattr(model.config.text_config, "max_position_embeddings", 77)
+
+    def text_fn(texts):
+        enc = tokenizer(texts, padding=True, truncation=True, max_length=max_len, return_tensors="pt")
+        enc = {k: v.to(next(model.parameters()).device) for k, v in enc.items()}
+        out = model.get_text_features(**enc)
+        return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+    clip = ClipModel(_HFVision(model), text_fn, image_size=model.config.vision_config.image_size,
+                     logit_scale=model.logit_scale.exp().item(), mean=mean, std=std, interpolation=interp,
+                     name=name, pretrained=None, backbone=model)
+    return clip.to(device)

@@ -1,0 +1,1 @@
+"""The recipe that trains the embedded ``tiny-fmnist`` CLIP (``counterclip train-tiny``)."""

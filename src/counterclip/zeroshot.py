@@ -1,0 +1,52 @@
+"""Zero-shot classification: pixels in [0,1] -> ``logit_scale * cos(image, class text)``."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+DEFAULT_TEMPLATES = ("a photo of a {}.",)
+
+
+class ZeroShotClassifier(nn.Module):
+    """Wraps a ``ClipModel`` with class prompts.
+
+    Text embeddings are computed once here (prompt ensembling: the mean of the L2-normalised template
+    embeddings, renormalised) and cached as a buffer; no attack or defense ever re-encodes text. Gradients
+    flow to the input pixels, never to weights. ``encode_image`` and ``logits_from_embeddings`` let a defense
+    that already holds an image embedding classify it without another forward pass.
+    """
+
+    def __init__(self, model: nn.Module, classnames: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES):
+        super().__init__()
+        if not classnames:
+            raise ValueError("ZeroShotClassifier needs at least one class name")
+        if isinstance(templates, str):
+            templates = [templates]
+        self.model = model
+        self.classnames = list(classnames)
+        self.templates = list(templates)
+        self.logit_scale = float(model.logit_scale)
+        with torch.no_grad():
+            weights = []
+            for name in self.classnames:
+                emb = F.normalize(model.encode_text([t.format(name) for t in self.templates]).float(), dim=-1)
+                weights.append(F.normalize(emb.mean(0), dim=-1))
+        self.register_buffer("text_embeddings", torch.stack(weights).detach(), persistent=False)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classnames)
+
+    def encode_image(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_image(x)
+
+    def logits_from_embeddings(self, embeddings: torch.Tensor) -> torch.Tensor:
+        e = F.normalize(embeddings.float(), dim=-1)
+        return self.logit_scale * e @ self.text_embeddings.t()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits_from_embeddings(self.encode_image(x))

@@ -1,0 +1,33 @@
+import pytest
+import torch
+
+torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    import counterclip
+
+    return counterclip.load_model("tiny-fmnist")
+
+
+@pytest.fixture(scope="session")
+def fmnist_test():
+    from counterclip.data import get_dataset
+
+    return get_dataset("fashion-mnist", split="test")
+
+
+@pytest.fixture(scope="session")
+def classifier(tiny_model, fmnist_test):
+    from counterclip import ZeroShotClassifier
+
+    return ZeroShotClassifier(tiny_model, fmnist_test.classnames, fmnist_test.templates)
+
+
+@pytest.fixture(scope="session")
+def batch(fmnist_test):
+    """64 fixed test images and labels."""
+    ds = fmnist_test.dataset
+    idx = torch.arange(0, 640, 10)
+    return ds.x[idx].clone(), ds.y[idx].clone()
