@@ -1,0 +1,35 @@
+"""White-box attacks in [0,1] pixel space: ``attack(classifier, x, y) -> x_adv``."""
+
+from __future__ import annotations
+
+from ..errors import UnknownNameError
+from .base import Attack, cw_margin_loss, dlr_loss
+from .pgd import CW, PGD, auto_step_size
+
+__all__ = ["Attack", "PGD", "CW", "APGD", "build_attack", "ATTACKS", "cw_margin_loss", "dlr_loss",
+           "auto_step_size"]
+
+ATTACKS = ("pgd", "cw", "apgd-ce", "apgd-dlr")
+
+
+def __getattr__(name):
+    if name == "APGD":
+        from .apgd import APGD
+
+        return APGD
+    raise AttributeError(name)
+
+
+def build_attack(name: str, eps, steps: int = 10, step_size=1 / 255, norm: str = "linf", generator=None,
+                 **kw) -> Attack:
+    """An attack by its CLI word: pgd, cw, apgd-ce, apgd-dlr."""
+    key = name.lower()
+    if key == "pgd":
+        return PGD(eps, steps=steps, step_size=step_size, norm=norm, generator=generator, **kw)
+    if key == "cw":
+        return PGD(eps, steps=steps, step_size=step_size, norm=norm, loss="cw", generator=generator, **kw)
+    if key in ("apgd-ce", "apgd-dlr"):
+        from .apgd import APGD
+
+        return APGD(eps, steps=steps, norm=norm, loss=key.split("-")[1], generator=generator, **kw)
+    raise UnknownNameError("attack", name, ATTACKS)

@@ -1,0 +1,36 @@
+"""Straight-through (BPDA) pieces shared by the differentiable modes of gradient-based defenses."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+
+
+def sign_st(g: torch.Tensor) -> torch.Tensor:
+    """``sign(g)`` forward; backward passes the gradient of ``g / mean|g|`` (per sample), a scale-free surrogate
+    (sign's own derivative is zero almost everywhere)."""
+    scale = g.detach().abs().flatten(1).mean(1).clamp_min(1e-20).view(-1, *([1] * (g.ndim - 1)))
+    surrogate = g / scale
+    return surrogate + (g.sign() - surrogate).detach()
+
+
+def identity_st(raw: torch.Tensor, projected: torch.Tensor) -> torch.Tensor:
+    """The value of ``projected`` (a clipping of ``raw``) with the gradient of ``raw`` (BPDA-identity)."""
+    return raw + (projected - raw).detach()
+
+
+def input_grad_graph(loss: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """d loss / d d, keeping the graph for a second-order pass (the outer attack differentiates through it)."""
+    return torch.autograd.grad(loss, d, create_graph=True)[0]
+
+
+@contextmanager
+def second_order():
+    """Run attention through the math SDPA backend: PyTorch's fused CPU attention kernels have no
+    double-backward, and a second-order pass through the ViT needs one. The kernel is chosen at forward time,
+    so only the forward needs this context."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel([SDPBackend.MATH]):
+        yield
