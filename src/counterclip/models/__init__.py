@@ -59,7 +59,8 @@ def _load_embedded(name: str, pretrained: str | None, device) -> ClipModel:
         raise CounterclipError(f"{name} is an embedded model: pretrained must be None (its embedded weights) or "
                                f"'random', not {pretrained!r}")
     folder = embedded_dir(name)
-    if not (folder / "open_clip_config.json").is_file():
+    needed = ["open_clip_config.json"] + ([] if pretrained == "random" else ["open_clip_model.safetensors"])
+    if not all((folder / f).is_file() for f in needed):
         raise CounterclipError(f"embedded model {name} is missing its files in {folder}; reinstall counterclip "
                                "or retrain with `counterclip train-tiny`")
     model = openclip_backend.build(f"local-dir:{folder}", None, device=device, random_init=pretrained == "random")

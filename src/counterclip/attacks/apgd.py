@@ -1,0 +1,183 @@
+"""APGD (Croce & Hein, ICML 2020): step-size-free PGD with momentum, AutoAttack's APGD-CE / APGD-DLR.
+
+``APGD(eps, steps=10, norm="linf"|"l2", loss="ce"|"dlr", restarts=1, rho=0.75)``, written from the paper's
+Algorithm 1:
+
+* random start in the ball (``uniform(-eps, eps)`` for L∞, a random direction with a random radius for L2, as
+  ``PGD`` does), clipped to [0,1];
+* step size ``eta = 2 * eps`` per sample; the first step is a plain (projected) gradient step, later ones mix in
+  momentum: ``z = P(x_k + eta * s(grad))``, ``x_{k+1} = P(x_k + alpha (z - x_k) + (1 - alpha)(x_k - x_{k-1}))``
+  with ``alpha = 0.75``, ``s`` the sign (L∞) or the normalised gradient (L2), ``P`` the projection onto the
+  eps-ball and [0,1];
+* checkpoints ``w_j = ceil(p_j * steps)``, ``p_0 = 0``, ``p_1 = 0.22``,
+  ``p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)``. At a checkpoint a sample's step size is halved, and its
+  iterate restarted from its best (highest-loss) point, when fewer than ``rho * (w_j - w_{j-1})`` of the steps
+  since the last checkpoint raised its loss, or when neither its step size nor its best loss changed since the
+  last checkpoint.
+
+Each sample keeps its highest-loss point and, separately, its highest-loss *misclassified* point; it returns a
+misclassified point whenever one was ever found (as AutoAttack does), else the highest-loss point. With
+``restarts > 1`` further runs (fresh random starts) attack only the samples not yet fooled. Losses are per
+sample: cross-entropy on the classifier's logits, or the Difference of Logits Ratio (needs >= 3 classes; a
+binary task raises a ``ValueError`` before any work). Gradients are w.r.t. the input only.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .. import rng
+from .base import Attack, dlr_loss, input_grad
+
+LOSSES = ("ce", "dlr")
+MOMENTUM = 0.75  # the paper's alpha
+
+
+def checkpoints(steps: int) -> list[int]:
+    """The iterations ``w_j`` (0 < w_j < steps) at which APGD may halve the step size."""
+    p_prev, p = 0.0, 0.22
+    out: list[int] = []
+    while p <= 1.0:
+        w = math.ceil(round(p * steps, 6))
+        if 0 < w < steps and (not out or w > out[-1]):
+            out.append(w)
+        p_prev, p = p, p + max(p - p_prev - 0.03, 0.06)
+    return out
+
+
+def _check_classes(loss: str, num_classes) -> None:
+    if loss == "dlr" and num_classes is not None and int(num_classes) < 3:
+        dlr_loss(torch.zeros(1, int(num_classes)), torch.zeros(1, dtype=torch.long))  # raises the clear error
+
+
+def _bcast(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return mask.view(-1, *([1] * (like.ndim - 1)))
+
+
+class APGD(Attack):
+    name = "apgd"
+
+    def __init__(self, eps, steps: int = 10, norm: str = "linf", loss: str = "ce", restarts: int = 1,
+                 rho: float = 0.75, generator=None, dtype=torch.float32):
+        super().__init__(eps, norm, generator, dtype)
+        if loss not in LOSSES:
+            raise ValueError(f"unknown APGD loss {loss!r}; valid: {', '.join(LOSSES)}")
+        if steps < 0:
+            raise ValueError("steps must be >= 0")
+        if restarts < 1:
+            raise ValueError("restarts must be >= 1")
+        if not 0.0 < rho <= 1.0:
+            raise ValueError(f"rho must be in (0, 1], got {rho!r}")
+        self.steps, self.loss, self.restarts, self.rho = int(steps), loss, int(restarts), float(rho)
+        self.name = f"apgd-{loss}"
+
+    def __call__(self, classifier, x, y, generator=None):
+        _check_classes(self.loss, getattr(classifier, "num_classes", None))  # before any work, eps=0 included
+        return super().__call__(classifier, x, y, generator)
+
+    def loss_per_sample(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.loss == "ce":
+            return F.cross_entropy(logits.float(), y, reduction="none")
+        return dlr_loss(logits.float(), y)
+
+    def random_init(self, x: torch.Tensor, generator) -> torch.Tensor:
+        if self.norm == "linf":
+            delta = rng.uniform_like(x, -self.eps, self.eps, generator)
+        else:  # uniform direction, radius uniform in [0, eps], as PGD's L2 start
+            d = rng.randn(x.shape, generator, x.device, x.dtype)
+            d = d / d.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (x.ndim - 1)))
+            r = rng.rand((x.shape[0],), generator, x.device, x.dtype).view(-1, *([1] * (x.ndim - 1)))
+            delta = d * r * self.eps
+        return (x + delta).clamp(0, 1)
+
+    def direction(self, grad: torch.Tensor) -> torch.Tensor:
+        if self.norm == "linf":
+            return grad.sign()
+        return grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (grad.ndim - 1)))
+
+    def _evaluate(self, classifier, x_adv, y, need_grad: bool = True):
+        """(per-sample loss, input gradient of the summed loss or None, fooled mask) at x_adv."""
+        if not need_grad:
+            with torch.no_grad():
+                logits = classifier(x_adv)
+                return self.loss_per_sample(logits, y).detach(), None, logits.argmax(-1) != y
+        x_adv = x_adv.detach().requires_grad_(True)
+        logits = classifier(x_adv)
+        loss = self.loss_per_sample(logits, y)
+        grad = input_grad(loss.sum(), x_adv)
+        return loss.detach(), grad.detach(), logits.detach().argmax(-1) != y
+
+    def _run(self, classifier, x, y, generator):
+        """One APGD run: (returned point, its loss, fooled mask) per sample."""
+        x_cur = self.random_init(x, generator)
+        loss, grad, fooled = self._evaluate(classifier, x_cur, y, need_grad=self.steps > 0)
+        best_x, best_loss = x_cur.clone(), loss.clone()
+        best_grad = grad.clone() if grad is not None else None
+        adv_x, adv_loss = x_cur.clone(), torch.where(fooled, loss, torch.full_like(loss, -math.inf))
+        ever_fooled = fooled.clone()
+
+        eta = torch.full((x.shape[0],), 2.0 * self.eps, device=x.device, dtype=x.dtype)
+        x_prev = x_cur
+        ckpts = set(checkpoints(self.steps))
+        last_ckpt = 0
+        n_increase = torch.zeros_like(loss)
+        best_loss_at_ckpt = best_loss.clone()
+        halved_at_ckpt = torch.zeros_like(fooled)
+
+        for k in range(self.steps):
+            a = 1.0 if k == 0 else MOMENTUM
+            z = self.project(x_cur + _bcast(eta, x) * self.direction(grad), x)
+            x_next = self.project(x_cur + a * (z - x_cur) + (1.0 - a) * (x_cur - x_prev), x)
+            last = k == self.steps - 1
+            loss_n, grad_n, fooled_n = self._evaluate(classifier, x_next, y, need_grad=not last)
+
+            n_increase += (loss_n > loss).to(n_increase.dtype)
+            better = loss_n > best_loss
+            best_x = torch.where(_bcast(better, x), x_next, best_x)
+            best_loss = torch.where(better, loss_n, best_loss)
+            if not last:
+                best_grad = torch.where(_bcast(better, x), grad_n, best_grad)
+            better_adv = fooled_n & (loss_n > adv_loss)
+            adv_x = torch.where(_bcast(better_adv, x), x_next, adv_x)
+            adv_loss = torch.where(better_adv, loss_n, adv_loss)
+            ever_fooled |= fooled_n
+
+            x_prev, x_cur, loss, grad = x_cur, x_next, loss_n, grad_n
+            if k + 1 in ckpts:
+                window = k + 1 - last_ckpt
+                few_increases = n_increase < self.rho * window
+                stalled = ~halved_at_ckpt & (best_loss <= best_loss_at_ckpt)
+                halve = few_increases | stalled
+                eta = torch.where(halve, eta / 2, eta)
+                hb = _bcast(halve, x)
+                x_cur = torch.where(hb, best_x, x_cur)
+                x_prev = torch.where(hb, best_x, x_prev)  # a restart carries no momentum
+                grad = torch.where(hb, best_grad, grad)
+                loss = torch.where(halve, best_loss, loss)
+                halved_at_ckpt, best_loss_at_ckpt = halve, best_loss.clone()
+                n_increase.zero_()
+                last_ckpt = k + 1
+
+        out = torch.where(_bcast(ever_fooled, x), adv_x, best_x)
+        out_loss = torch.where(ever_fooled, adv_loss, best_loss)
+        return out, out_loss, ever_fooled
+
+    def perturb(self, classifier, x, y, generator):
+        x_out, loss_out, fooled = self._run(classifier, x, y, generator)
+        for _ in range(self.restarts - 1):
+            todo = (~fooled).nonzero().flatten()
+            if todo.numel() == 0:
+                break
+            xs, ls, fs = self._run(classifier, x[todo], y[todo], rng.subset(generator, todo))
+            take = fs | (ls > loss_out[todo])
+            idx = todo[take]
+            x_out[idx], loss_out[idx], fooled[idx] = xs[take], ls[take], fs[take]
+        return x_out
+
+    def config(self) -> dict:
+        cfg = super().config()
+        cfg.update(steps=self.steps, loss=self.loss, restarts=self.restarts, rho=self.rho)
+        return cfg

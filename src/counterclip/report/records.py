@@ -1,0 +1,252 @@
+"""Reading result records (``DIR/**/*.json``) and their ``.npz`` sidecars into one normalised form."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..budgets import eps_str as _format_eps
+from ..errors import CounterclipError
+
+SIDECAR_FIELDS = ("index", "label", "clean_correct", "robust_correct", "clean_tau", "adv_tau")
+
+# Display order; names not listed sort after these, alphabetically.
+ATTACK_ORDER = ("none", "pgd", "cw", "apgd-ce", "apgd-dlr")
+DEFENSE_ORDER = ("none", "rn", "ttc", "tte", "anti-adversary", "hedge")
+THREAT_ORDER = ("oblivious", "adaptive")
+
+
+def order_key(name: str, order: tuple) -> tuple:
+    return (order.index(name), "") if name in order else (len(order), str(name))
+
+
+def is_excluded_from_average(dataset: str) -> bool:
+    """TinyImageNet is left out of the average, as in the paper (the finetuned baselines were trained on it)."""
+    return re.sub(r"[^a-z0-9]", "", str(dataset).lower()) == "tinyimagenet"
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("_") or "x"
+
+
+@dataclass
+class Sidecar:
+    index: np.ndarray
+    label: np.ndarray
+    clean_correct: np.ndarray
+    robust_correct: np.ndarray
+    clean_tau: np.ndarray
+    adv_tau: np.ndarray
+
+
+@dataclass
+class Record:
+    path: str                      # relative to the run directory
+    model: str
+    pretrained: str | None
+    dataset: str
+    attack: str
+    eps: float
+    eps_str: str
+    defense: str
+    defense_params: dict
+    threat_model: str
+    adaptive_attack: str | None
+    clean_acc: float
+    robust_acc: float
+    n_samples: int | None
+    clean_ci: tuple
+    robust_ci: tuple
+    sanity: dict
+    sidecar_path: Path | None
+    raw: dict = field(repr=False, default_factory=dict)
+    defense_label: str = ""        # defense name, disambiguated by params where one name has several settings
+    attack_label: str = ""         # attack name, or the adaptive attack's name for adaptive records
+    _sidecar: object = field(default=None, repr=False)
+    sidecar_problem: str | None = None
+
+    @property
+    def model_label(self) -> str:
+        return self.model if not self.pretrained else f"{self.model} ({self.pretrained})"
+
+    @property
+    def attacked(self) -> bool:
+        return self.attack != "none" and self.eps > 0
+
+    @property
+    def eps_key(self) -> float:
+        return round(self.eps, 8)
+
+    def sidecar(self) -> Sidecar | None:
+        """The per-sample arrays, loaded once; None (and ``sidecar_problem`` set) when missing or unreadable."""
+        if self._sidecar is None:
+            self._sidecar = _load_sidecar(self)
+        return self._sidecar or None
+
+
+def _float(value, default=float("nan")) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _ci(value) -> tuple:
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        return (_float(value[0]), _float(value[1]))
+    return (float("nan"), float("nan"))
+
+
+def _name(value, default="none") -> str:
+    if isinstance(value, dict):
+        value = value.get("name")
+    return str(value) if value not in (None, "") else default
+
+
+def _parse_record(data: dict, path: Path, run_dir: Path) -> Record:
+    attack = data.get("attack") or {}
+    if not isinstance(attack, dict):
+        attack = {"name": attack}
+    defense = data.get("defense") or {}
+    if not isinstance(defense, dict):
+        defense = {"name": defense}
+    metrics = data["metrics"] or {}
+    attack_name = _name(attack)
+    eps = _float(attack.get("eps"), 0.0)
+    if attack_name == "none" or not (eps > 0 and math.isfinite(eps)):
+        eps = 0.0
+    text = attack.get("eps_str")
+    if not text:
+        try:
+            text = _format_eps(eps)
+        except ValueError:
+            text = str(eps)
+    threat = str(data.get("threat_model") or "oblivious")
+    adaptive = _name(data.get("adaptive_attack"), default="") or None
+    if threat == "adaptive" and adaptive is None:
+        adaptive = f"adaptive-{attack_name}"
+    n = metrics.get("n_samples")
+    sidecar = data.get("sidecar")
+    sidecar_path = (path.parent / sidecar) if sidecar else None
+    clean = _float(metrics.get("clean_acc"))
+    robust = _float(metrics.get("robust_acc"), clean if attack_name == "none" else float("nan"))
+    sanity = data.get("sanity")
+    return Record(
+        path=path.relative_to(run_dir).as_posix(), model=str(data.get("model", "?")),
+        pretrained=data.get("pretrained"), dataset=str(data.get("dataset", "?")), attack=attack_name,
+        eps=eps, eps_str="0" if eps == 0 else str(text), defense=_name(defense),
+        defense_params=defense.get("params") or {}, threat_model=threat, adaptive_attack=adaptive,
+        clean_acc=clean, robust_acc=robust, n_samples=int(n) if isinstance(n, (int, float)) else None,
+        clean_ci=_ci(metrics.get("clean_acc_ci95")), robust_ci=_ci(metrics.get("robust_acc_ci95")),
+        sanity=sanity if isinstance(sanity, dict) else {}, sidecar_path=sidecar_path, raw=data)
+
+
+def _load_sidecar(rec: Record):
+    if rec.sidecar_path is None:
+        rec.sidecar_problem = "no sidecar"
+        return False
+    if not rec.sidecar_path.is_file():
+        rec.sidecar_problem = f"sidecar {rec.sidecar_path.name} missing"
+        return False
+    try:
+        with np.load(rec.sidecar_path, allow_pickle=False) as z:
+            missing = [k for k in ("index", "robust_correct") if k not in z.files]
+            if missing:
+                rec.sidecar_problem = f"sidecar lacks {', '.join(missing)}"
+                return False
+            n = len(z["index"])
+            arrays = {}
+            for k in SIDECAR_FIELDS:
+                if k in z.files:
+                    arrays[k] = np.asarray(z[k]).reshape(-1)
+                elif k.endswith("tau"):
+                    arrays[k] = np.full(n, np.nan, dtype=np.float32)
+                else:
+                    arrays[k] = np.zeros(n, dtype=np.int64 if k == "label" else bool)
+    except Exception as exc:  # a damaged file must not stop the report
+        rec.sidecar_problem = f"sidecar unreadable ({type(exc).__name__}: {exc})"
+        return False
+    lengths = {k: len(v) for k, v in arrays.items()}
+    if len(set(lengths.values())) != 1:
+        rec.sidecar_problem = f"sidecar arrays differ in length {lengths}"
+        return False
+    arrays["index"] = arrays["index"].astype(np.int64)
+    for k in ("clean_correct", "robust_correct"):
+        arrays[k] = arrays[k].astype(bool)
+    for k in ("clean_tau", "adv_tau"):
+        arrays[k] = arrays[k].astype(np.float64)
+    return Sidecar(**arrays)
+
+
+def _assign_labels(records: list[Record]) -> None:
+    """Defense label: the name, plus the differing params where one name runs with several settings."""
+    by_name: dict[str, list[Record]] = {}
+    for r in records:
+        by_name.setdefault(r.defense, []).append(r)
+    for name, recs in by_name.items():
+        params = {json.dumps(r.defense_params, sort_keys=True, default=str) for r in recs}
+        if len(params) <= 1:
+            for r in recs:
+                r.defense_label = name
+            continue
+        keys = sorted({k for r in recs for k in r.defense_params})
+        differing = [k for k in keys if len({json.dumps(r.defense_params.get(k), default=str) for r in recs}) > 1]
+        for r in recs:
+            bits = ",".join(f"{k}={r.defense_params[k]}" for k in differing if k in r.defense_params)
+            r.defense_label = f"{name}[{bits or 'defaults'}]"
+    bases: dict[str, set] = {}
+    for r in records:
+        if r.threat_model == "adaptive":
+            bases.setdefault(r.adaptive_attack, set()).add(r.attack)
+    for r in records:
+        if r.threat_model == "adaptive":
+            several = len(bases[r.adaptive_attack]) > 1
+            r.attack_label = f"{r.adaptive_attack}[{r.attack}]" if several else str(r.adaptive_attack)
+        else:
+            r.attack_label = r.attack
+
+
+def load_records(run_dir, skip_under=(), problems: list | None = None) -> list[Record]:
+    """All result records below ``run_dir``; ``.state/`` folders, non-records and ``skip_under`` are ignored.
+
+    Unreadable JSON files are skipped with a warning (also appended to ``problems`` when given).
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CounterclipError(f"report: {run_dir} is not a directory")
+    skip = [Path(p).resolve() for p in skip_under]
+    records = []
+    for path in sorted(run_dir.rglob("*.json")):
+        rel = path.relative_to(run_dir)
+        if ".state" in rel.parts[:-1]:
+            continue
+        resolved = path.resolve()
+        if any(resolved.is_relative_to(s) for s in skip):
+            continue
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            msg = f"skipped unreadable {rel.as_posix()} ({exc})"
+            warnings.warn(f"report: {msg}", stacklevel=2)
+            if problems is not None:
+                problems.append(msg)
+            continue
+        if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
+            continue
+        records.append(_parse_record(data, path, run_dir))
+    if not records:
+        raise CounterclipError(f"report: no result records (JSON files with \"metrics\") found under {run_dir}")
+    _assign_labels(records)
+    return records
+
+
+def sort_records(records: list[Record]) -> list[Record]:
+    return sorted(records, key=lambda r: (
+        r.model_label, r.dataset, order_key(r.threat_model, THREAT_ORDER), order_key(r.attack, ATTACK_ORDER),
+        str(r.adaptive_attack), r.eps, order_key(r.defense, DEFENSE_ORDER), r.defense_label, r.path))
