@@ -1,5 +1,9 @@
 """Dataset registry: ``get_dataset(name, ...) -> LoadedDataset`` with class names and prompt templates.
 
+Registered: the paper's 16 evaluation datasets and TinyImageNet (``paper.py``, torchvision-backed, class
+names and templates in ``metadata/*.json``, see docs/datasets.md), the offline ``fashion-mnist`` set and
+``imagefolder`` (any folder of class sub-folders).
+
 Images reach the model as float tensors in [0,1], 3-channel RGB even for grayscale sources (as
 ``PIL.Image.convert("RGB")`` gives), so an attacker perturbs all three channels as for any photo.
 """
@@ -13,7 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import UnknownNameError
-from . import fashion_mnist
+from . import fashion_mnist, paper
 
 
 @dataclass
@@ -42,11 +46,15 @@ class TensorImages(Dataset):
 
 
 def pil_transform(image_size: int, resize: int | None = None):
-    """Resize(resize or image_size) + CenterCrop(image_size), RGB, to [0,1] (the paper uses 256 / 224)."""
+    """Resize(resize or image_size) + CenterCrop(image_size), RGB, to [0,1] (the paper uses 256 / 224, with
+    torchvision's default bilinear resize as the reference code does)."""
     from torchvision import transforms as T
 
-    return T.Compose([T.Lambda(lambda im: im.convert("RGB")), T.Resize(resize or image_size,
-                      interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(image_size), T.ToTensor()])
+    return T.Compose([T.Lambda(_to_rgb), T.Resize(resize or image_size), T.CenterCrop(image_size), T.ToTensor()])
+
+
+def _to_rgb(im):  # a named function, not a lambda: DataLoader workers must pickle the transform
+    return im.convert("RGB")
 
 
 def _fashion_mnist(split, data_root, download, image_size, resize):
@@ -68,6 +76,7 @@ def _imagefolder(split, data_root, download, image_size, resize):
 BUILDERS: dict[str, Callable[..., LoadedDataset]] = {
     "fashion-mnist": _fashion_mnist,
     "imagefolder": _imagefolder,
+    **{key: paper.builder(key) for key in paper.SPECS},
 }
 
 
