@@ -13,7 +13,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints/torch.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints/torch.txt -e ".[dev]"
+	$(PY) -m pip install -q -c constraints/torch.txt -e ".[dev,hf]"
 	@# torchattacks (dev-only yardstick for our PGD/APGD) pins requests~=2.25.1, which would downgrade
 	@# requests; it imports fine without it, so install it alone
 	$(PY) -m pip install -q --no-deps torchattacks==3.5.1

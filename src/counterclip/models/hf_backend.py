@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+
 import torch
 from torch import nn
 
@@ -19,27 +22,40 @@ class _HFVision(nn.Module):
         return out if isinstance(out, torch.Tensor) else out.pooler_output
 
 
+def _is_local_path(ident: str) -> bool:
+    return ident.startswith(("/", "./", "../", "~", ".\\")) or os.path.isabs(ident) or os.path.isdir(ident)
+
+
 def build(name: str, device="cpu") -> ClipModel:
+    ident = name[len("hf:"):]
+    local = _is_local_path(ident)
+    if local:
+        ident = os.path.expanduser(ident)
+        if not os.path.isdir(ident):
+            raise CounterclipError(f"hf: model directory not found: {ident} (expected a folder written by "
+                                   "save_pretrained, with config.json, the weights and the tokenizer files)")
     try:
         import transformers
     except ImportError:
         raise CounterclipError("hf: models need transformers: pip install 'counterclip[hf]'") from None
-    ident = name[len("hf:"):]
-    try:
-        model = transformers.CLIPModel.from_pretrained(ident)
-        tokenizer = transformers.AutoTokenizer.from_pretrained(ident)
-    except OSError as e:
-        reason = str(e).strip().splitlines()[0]
-        raise CounterclipError(
-            f"could not load Hugging Face CLIP {ident!r} ({reason[:300]}). Offline: pass a local directory "
-            "(hf:/path/to/dir with config.json and weights) or pre-fill the Hugging Face cache (HF_HOME) on a "
-            "machine with network and set HF_HUB_OFFLINE=1") from None
+    from .openclip_backend import hub_access
+
     mean, std, interp = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711), "bicubic"
-    try:
-        proc = transformers.AutoImageProcessor.from_pretrained(ident)
-        mean, std = tuple(proc.image_mean), tuple(proc.image_std)
-    except Exception:  # no preprocessor_config.json: CLIP's own statistics
-        pass
+    with contextlib.nullcontext() if local else hub_access():
+        try:
+            model = transformers.CLIPModel.from_pretrained(ident)
+            tokenizer = transformers.AutoTokenizer.from_pretrained(ident)
+        except (OSError, ValueError) as e:  # ValueError: huggingface_hub's HFValidationError for a malformed id
+            reason = str(e).strip().splitlines()[0]
+            raise CounterclipError(
+                f"could not load Hugging Face CLIP {ident!r} ({reason[:300]}). Offline: pass a local directory "
+                "(hf:/path/to/dir with config.json and weights) or pre-fill the Hugging Face cache (HF_HOME) on a "
+                "machine with network and set HF_HUB_OFFLINE=1") from None
+        try:
+            proc = transformers.AutoImageProcessor.from_pretrained(ident)
+            mean, std = tuple(proc.image_mean), tuple(proc.image_std)
+        except Exception:  # no preprocessor_config.json: CLIP's own statistics
+            pass
     max_len = getattr(model.config.text_config, "max_position_embeddings", 77)
 
     def text_fn(texts):

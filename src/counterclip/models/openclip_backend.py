@@ -2,10 +2,76 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import socket
+import threading
+from urllib.parse import urlparse
 
 from ..errors import CounterclipError, UnknownNameError
 from .clip_model import ClipModel
+
+_PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+
+
+def _env_true(var: str) -> bool:
+    return os.environ.get(var, "").strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+def _hub_reachable(endpoint: str, timeout: float) -> bool:
+    """A TCP connection to the hub endpoint within ``timeout`` s (a thread, since DNS itself can hang)."""
+    if any(os.environ.get(v) for v in _PROXY_VARS):  # reachable only through the proxy: let the hub client try
+        return True
+    url = urlparse(endpoint)
+    if not url.hostname:
+        return True
+    port = url.port or (443 if url.scheme == "https" else 80)
+    ok: list[bool] = []
+
+    def probe():
+        try:
+            socket.create_connection((url.hostname, port), timeout=timeout).close()
+            ok.append(True)
+        except OSError:
+            ok.append(False)
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(timeout)
+    return bool(ok and ok[0])
+
+
+@contextlib.contextmanager
+def hub_access(timeout: float = 3.0):
+    """Fail fast without network. huggingface_hub retries an unreachable hub 5 times per file with backoff
+    (about 25 s a file, 50 s for an open_clip tag); when ``HF_HUB_OFFLINE`` is set (even after import) or the
+    endpoint does not answer within ``timeout``, run in its offline mode instead: cached files still load,
+    missing ones fail at once."""
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        yield False
+        return
+    old = constants.HF_HUB_OFFLINE
+    offline = bool(old or _env_true("HF_HUB_OFFLINE") or _env_true("TRANSFORMERS_OFFLINE")
+                   or not _hub_reachable(constants.ENDPOINT, timeout))
+    constants.HF_HUB_OFFLINE = offline
+    try:
+        yield offline
+    finally:
+        constants.HF_HUB_OFFLINE = old
+
+
+@contextlib.contextmanager
+def _quiet_root_logging():
+    """open_clip logs its failures on the root logger before raising; the user gets our one-line error."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.ERROR)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
 
 
 def _offline_error(what: str, e: Exception) -> CounterclipError:
@@ -41,14 +107,17 @@ def build(name: str, pretrained: str | None, device="cpu", random_init: bool = F
                                    f"tags: {', '.join(tags) or '(none)'}")
         kwargs = {"pretrained": None if pretrained == "random" else pretrained}
         label = f"{arch} / {pretrained}"
-    try:
-        model = open_clip.create_model(name, load_weights=load_weights, device=device, weights_only=True,
-                                       **kwargs)
-    except (RuntimeError, OSError, ValueError) as e:
-        if isinstance(e, FileNotFoundError) or "local-dir" in name:
-            raise CounterclipError(f"cannot load {name}: {e}") from None
-        raise _offline_error(label, e) from None
-    tokenizer = open_clip.get_tokenizer(name)
+    from_hub = name.startswith("hf-hub:") or (load_weights and kwargs.get("pretrained") is not None
+                                              and not os.path.isfile(kwargs["pretrained"]))
+    with hub_access() if from_hub else contextlib.nullcontext(), _quiet_root_logging():
+        try:
+            model = open_clip.create_model(name, load_weights=load_weights, device=device, weights_only=True,
+                                           **kwargs)
+            tokenizer = open_clip.get_tokenizer(name)
+        except (RuntimeError, OSError, ValueError) as e:
+            if not from_hub:
+                raise CounterclipError(f"cannot load {name}: {e}") from None
+            raise _offline_error(label, e) from None
     pp = model.visual.preprocess_cfg if hasattr(model.visual, "preprocess_cfg") else {}
     image_size = model.visual.image_size
     image_size = image_size[0] if isinstance(image_size, (tuple, list)) else image_size

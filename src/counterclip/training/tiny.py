@@ -56,7 +56,8 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 def train_tiny(output_dir: str | Path, epochs: int = 6, batch_size: int = 256, lr: float = 1e-3,
                weight_decay: float = 0.1, seed: int = 0, data_root=None, threads: int | None = None,
-               log=print) -> dict:
+               log=print, max_images: int | None = None) -> dict:
+    """Train and write the model folder; ``max_images`` keeps only the first N training images (quick tests)."""
     import open_clip
     from safetensors.torch import save_file
 
@@ -68,6 +69,10 @@ def train_tiny(output_dir: str | Path, epochs: int = 6, batch_size: int = 256, l
     output_dir.mkdir(parents=True, exist_ok=True)
 
     images, labels = fashion_mnist.load_arrays("train", data_root)
+    if max_images is not None:
+        if max_images < batch_size:
+            raise ValueError(f"max_images ({max_images}) must be at least batch_size ({batch_size})")
+        images, labels = images[:max_images], labels[:max_images]
     x_all = fashion_mnist.to_rgb_tensor(images)
     y_all = torch.from_numpy(labels)
     classnames = fashion_mnist.CLASSNAMES
@@ -89,8 +94,9 @@ def train_tiny(output_dir: str | Path, epochs: int = 6, batch_size: int = 256, l
     steps_per_epoch = len(x_all) // batch_size
     total = epochs * steps_per_epoch
     warmup = max(1, total // 20)
+    decay_steps = max(1, total - warmup)  # a 1-step run (warmup == total) must not divide by zero
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / (total - warmup))))
+        opt, lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / decay_steps)))
     loss_fn = open_clip.ClipLoss()
 
     t0 = time.time()
@@ -126,7 +132,8 @@ def train_tiny(output_dir: str | Path, epochs: int = 6, batch_size: int = 256, l
     cfg = {"model_cfg": MODEL_CFG, "preprocess_cfg": PREPROCESS_CFG}
     (output_dir / "open_clip_config.json").write_text(json.dumps(cfg, indent=2) + "\n")
     info = {"train_time_s": round(train_time, 1), "epochs": epochs, "batch_size": batch_size, "lr": lr,
-            "seed": seed, "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "seed": seed, **({"max_images": max_images} if max_images is not None else {}),
+            "torch": torch.__version__, "threads": torch.get_num_threads(),
             "size_bytes": (output_dir / "open_clip_model.safetensors").stat().st_size}
     (output_dir / "training.json").write_text(json.dumps(info, indent=2) + "\n")
     log(f"wrote {output_dir} in {train_time:.0f}s")

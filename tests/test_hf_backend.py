@@ -1,0 +1,126 @@
+"""The transformers backend (``hf:<dir>``) on a tiny random CLIPModel saved locally, with a real BPE tokenizer."""
+
+import json
+import math
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+import counterclip  # noqa: E402
+from counterclip.errors import CounterclipError  # noqa: E402
+
+PROJ = 16
+LOGIT_SCALE = 42.0
+
+
+def _bytes_to_unicode():
+    """GPT-2 / CLIP's byte -> printable-character table (every byte gets a vocabulary entry)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return [chr(c) for c in cs]
+
+
+def _write_tokenizer_files(folder):
+    chars = _bytes_to_unicode()
+    vocab = {}
+    for c in chars + [c + "</w>" for c in chars]:
+        vocab[c] = len(vocab)
+    merges = [("p", "h"), ("ph", "o"), ("pho", "t"), ("phot", "o</w>"), ("c", "a"), ("ca", "t</w>")]
+    for a, b in merges:
+        vocab.setdefault(a + b, len(vocab))
+    for special in ("<|startoftext|>", "<|endoftext|>"):
+        vocab[special] = len(vocab)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
+    return vocab
+
+
+@pytest.fixture(scope="module")
+def hf_dir(tmp_path_factory):
+    src = tmp_path_factory.mktemp("tok_src")
+    vocab = _write_tokenizer_files(src)
+    tokenizer = transformers.CLIPTokenizer(str(src / "vocab.json"), str(src / "merges.txt"))
+    eos = vocab["<|endoftext|>"]
+    cfg = transformers.CLIPConfig(
+        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, max_position_embeddings=32, bos_token_id=vocab["<|startoftext|>"],
+                         eos_token_id=eos, pad_token_id=eos),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=32, patch_size=8),
+        projection_dim=PROJ)
+    torch.manual_seed(0)
+    model = transformers.CLIPModel(cfg)
+    with torch.no_grad():
+        model.logit_scale.fill_(math.log(LOGIT_SCALE))
+    out = tmp_path_factory.mktemp("hf_clip")
+    model.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    return out
+
+
+@pytest.fixture(scope="module")
+def hf_model(hf_dir):
+    return counterclip.load_model("hf:" + str(hf_dir))
+
+
+def test_contract(hf_model):
+    assert hf_model.image_size == 32
+    assert isinstance(hf_model.logit_scale, float)
+    assert hf_model.logit_scale == pytest.approx(LOGIT_SCALE, rel=1e-5)
+    assert not hf_model.training and not any(p.requires_grad for p in hf_model.parameters())
+    x = torch.rand(3, 3, 40, 40, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert hf_model.encode_image(x).shape == (3, PROJ)
+        assert hf_model.encode_image(x[:, :1, :28, :28]).shape == (3, PROJ)
+        t = hf_model.encode_text(["a photo of a cat.", "a photo of a dog.", "shoe"])
+    assert t.shape == (3, PROJ)
+    assert not torch.allclose(t[0], t[1])  # the tokenizer tells the words apart
+
+
+def test_normalisation_matches_the_transformers_model(hf_model, hf_dir):
+    """encode_image(pixels in [0,1]) == CLIPModel.get_image_features(CLIP-normalised pixels)."""
+    ref = transformers.CLIPModel.from_pretrained(str(hf_dir)).eval()
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    mean = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
+    std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        want = ref.get_image_features(pixel_values=(x - mean) / std)
+        want = want if isinstance(want, torch.Tensor) else want.pooler_output
+        assert torch.allclose(hf_model.encode_image(x), want, atol=1e-5)
+
+
+def test_zeroshot_classifier_gradients(hf_model):
+    clf = counterclip.ZeroShotClassifier(hf_model, ["cat", "dog", "shoe"], ["a photo of a {}.", "{}"])
+    x = torch.rand(2, 3, 40, 40, generator=torch.Generator().manual_seed(2)).requires_grad_(True)
+    logits = clf(x)
+    assert logits.shape == (2, 3)
+    logits[:, 0].sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert all(p.grad is None for p in hf_model.parameters())
+
+
+def test_missing_directory_is_one_clear_error(tmp_path):
+    with pytest.raises(CounterclipError) as info:
+        counterclip.load_model("hf:/nonexistent/dir")
+    msg = str(info.value)
+    assert "/nonexistent/dir" in msg and "\n" not in msg
+    assert info.value.__cause__ is None
+
+
+def test_directory_without_a_model_is_one_clear_error(tmp_path):
+    with pytest.raises(CounterclipError) as info:
+        counterclip.load_model("hf:" + str(tmp_path))
+    assert str(tmp_path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_hf_rejects_pretrained(hf_dir):
+    with pytest.raises(CounterclipError, match="pretrained"):
+        counterclip.load_model("hf:" + str(hf_dir), pretrained="openai")

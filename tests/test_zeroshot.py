@@ -1,0 +1,92 @@
+"""ZeroShotClassifier on the embedded model: cached text, prompt ensembling, logits, gradients, accuracy."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from counterclip import ZeroShotClassifier
+
+TEMPLATES = ["a photo of a {}.", "a picture of the {}.", "{}."]
+
+
+class CountingModel(nn.Module):
+    """Delegates to a ClipModel and counts encode_text calls."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.inner = model
+        self.logit_scale = model.logit_scale
+        self.text_calls = 0
+
+    def encode_text(self, texts):
+        self.text_calls += 1
+        return self.inner.encode_text(texts)
+
+    def encode_image(self, x):
+        return self.inner.encode_image(x)
+
+
+def test_text_is_encoded_once(tiny_model, fmnist_test, batch):
+    counting = CountingModel(tiny_model)
+    clf = ZeroShotClassifier(counting, fmnist_test.classnames, TEMPLATES)
+    calls = counting.text_calls
+    assert 1 <= calls <= len(fmnist_test.classnames)
+    x = batch[0][:8]
+    for _ in range(3):
+        clf(x)
+    x_adv = x.clone().requires_grad_(True)
+    clf(x_adv).sum().backward()
+    clf.logits_from_embeddings(clf.encode_image(x))
+    assert counting.text_calls == calls
+    assert not any(b.requires_grad for b in clf.buffers())
+
+
+def test_prompt_ensembling(tiny_model, fmnist_test):
+    clf = ZeroShotClassifier(tiny_model, fmnist_test.classnames, TEMPLATES)
+    assert clf.text_embeddings.shape == (10, 128)
+    with torch.no_grad():
+        for i, name in enumerate(fmnist_test.classnames):
+            embs = torch.stack([F.normalize(tiny_model.encode_text([t.format(name)])[0], dim=-1) for t in TEMPLATES])
+            want = F.normalize(embs.mean(0), dim=-1)
+            assert torch.allclose(clf.text_embeddings[i], want, atol=1e-5), name
+    assert torch.allclose(clf.text_embeddings.norm(dim=-1), torch.ones(10), atol=1e-5)
+    single = ZeroShotClassifier(tiny_model, fmnist_test.classnames, "a photo of a {}.")
+    assert single.templates == ["a photo of a {}."]
+    assert not torch.allclose(single.text_embeddings, clf.text_embeddings)
+
+
+def test_logits_are_scaled_cosines(classifier, tiny_model, batch):
+    x = batch[0][:16]
+    with torch.no_grad():
+        logits = classifier(x)
+        img = tiny_model.encode_image(x)
+        text = tiny_model.encode_text([classifier.templates[0].format(c) for c in classifier.classnames])
+    cos = F.cosine_similarity(img[:, None, :], text[None, :, :], dim=-1)
+    assert logits.shape == (16, 10)
+    assert classifier.logit_scale == tiny_model.logit_scale
+    assert torch.allclose(logits, tiny_model.logit_scale * cos, atol=1e-4)
+    assert torch.allclose(classifier.logits_from_embeddings(classifier.encode_image(x)), logits, atol=1e-6)
+    # the embedding's scale does not matter: logits see only its direction
+    assert torch.allclose(classifier.logits_from_embeddings(3.0 * img), logits, atol=1e-4)
+
+
+def test_gradients_flow_to_the_input(classifier, batch):
+    x, y = batch[0][:8].clone().requires_grad_(True), batch[1][:8]
+    F.cross_entropy(classifier(x), y).backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert all(p.grad is None for p in classifier.parameters())
+
+
+def test_needs_classes(tiny_model):
+    with pytest.raises(ValueError):
+        ZeroShotClassifier(tiny_model, [])
+
+
+def test_zeroshot_accuracy_first_500(classifier, fmnist_test):
+    ds = fmnist_test.dataset
+    x, y = ds.x[:500], ds.y[:500]
+    with torch.no_grad():
+        pred = torch.cat([classifier(x[i:i + 250]).argmax(-1) for i in range(0, 500, 250)])
+    acc = (pred == y).float().mean().item()
+    assert acc >= 0.80, acc  # the full test set gives 0.866
