@@ -28,8 +28,7 @@ class Attack:
 
     def __call__(self, classifier, x: torch.Tensor, y: torch.Tensor, generator=None) -> torch.Tensor:
         x = x.detach().to(self.dtype)
-        if self.eps == 0:
-            return x.clone()
+        # eps = 0 runs the whole loop on purpose: the sanity suite checks that it returns x exactly
         gen = generator if generator is not None else self.generator
         was_training = getattr(classifier, "training", False)
         with torch.enable_grad():

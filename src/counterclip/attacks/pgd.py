@@ -7,7 +7,8 @@ batch, each followed by projection onto the eps-ball and [0,1]. The CE loss is o
 (``logit_scale``-scaled, 100 for OpenAI CLIP). ``loss="cw"`` ascends ``-Σ relu(z_y - max_{c≠y} z_c + κ)``.
 
 Beyond the paper's budgets, 10 steps of 1/255 cannot even cross the ball: ``step_size="auto"`` uses
-``2.5 * eps / steps`` (Madry et al.'s rule); records say which step was used.
+``max(1/255, 2.5 * eps / steps)`` (Madry et al.'s 2.5·eps/steps rule, never below the paper's 1/255, so the
+paper's budgets keep the paper's step); records say which step was used.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ LOSSES = ("ce", "cw")
 
 
 def auto_step_size(eps: float, steps: int) -> float:
-    return 2.5 * eps / max(steps, 1)
+    return max(1 / 255, 2.5 * eps / max(steps, 1))
 
 
 class PGD(Attack):

@@ -1,0 +1,84 @@
+"""What one ``counterclip eval`` run evaluates."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from ..budgets import parse_eps
+
+PAPER_DATASETS = ["cifar10", "cifar100", "stl10", "imagenet", "caltech101", "caltech256", "oxford-pets",
+                  "flowers102", "fgvc-aircraft", "stanford-cars", "sun397", "country211", "food101", "eurosat",
+                  "dtd", "pcam"]
+THREAT_MODELS = ("oblivious", "adaptive", "both")
+
+PRESETS = {
+    # the paper's protocol (spec section 3): 16 datasets, Resize(256)+CenterCrop(224), PGD-10 and CW at 1/255 and
+    # 4/255 with step 1/255, TTC defaults
+    "paper": {"datasets": PAPER_DATASETS, "attacks": ["pgd", "cw"], "eps": ["1/255", "4/255"], "steps": 10,
+              "step_size": "1/255", "defenses": ["none", "rn", "ttc", "tte", "anti-adversary", "hedge"],
+              "resize": 256, "image_size": 224},
+    # the embedded model: 28 px grayscale images are far less fragile than photos, so larger budgets too
+    "tiny": {"model": "tiny-fmnist", "datasets": ["fashion-mnist"], "attacks": ["pgd"],
+             "eps": ["1/255", "4/255", "8/255", "16/255"], "steps": 10, "step_size": "auto",
+             "defenses": ["none", "rn", "ttc", "tte", "anti-adversary", "hedge"]},
+}
+
+
+@dataclass
+class EvalConfig:
+    output: str
+    model: str = "tiny-fmnist"
+    pretrained: str | None = None
+    vision_checkpoint: str | None = None
+    datasets: list = field(default_factory=lambda: ["fashion-mnist"])
+    data_root: str | None = None
+    download: bool = False
+    attacks: list = field(default_factory=lambda: ["none"])
+    eps: list = field(default_factory=lambda: ["1/255"])
+    steps: int = 10
+    step_size: str = "auto"
+    defenses: list = field(default_factory=lambda: ["none"])
+    tau_thres: str = "0.2"
+    tau_quantile: float = 0.1
+    ttc_steps: int = 2
+    ttc_eps: str = "4/255"
+    ttc_step_size: str = "1/255"
+    beta: float = 2.0
+    threat_model: str = "oblivious"
+    adaptive_attacks: list | None = None  # None: every one that applies to the defense
+    eot_samples: int = 8
+    limit: int | None = None
+    batch_size: int = 64
+    seed: int = 0
+    device: str = "cpu"
+    overwrite: bool = False
+    image_size: int | None = None  # default: the model's input size
+    resize: int | None = None
+    precision: str = "fp32"  # the defense's passes only; attacks always run in fp32
+    probe_size: int = 32  # images the sanity checks probe
+
+    def validate(self) -> "EvalConfig":
+        from ..attacks import ATTACKS
+        from ..defenses import DEFENSES
+        from ..errors import UnknownNameError
+
+        for a in self.attacks:
+            if a != "none" and a not in ATTACKS:
+                raise UnknownNameError("attack", a, ("none",) + ATTACKS)
+        for d in self.defenses:
+            if d not in DEFENSES:
+                raise UnknownNameError("defense", d, DEFENSES)
+        if self.threat_model not in THREAT_MODELS:
+            raise UnknownNameError("threat model", self.threat_model, THREAT_MODELS)
+        for e in self.eps + [self.ttc_eps, self.ttc_step_size]:
+            parse_eps(e)
+        if self.step_size != "auto":
+            parse_eps(self.step_size)
+        if self.tau_thres != "auto":
+            float(self.tau_thres)
+        if self.batch_size < 1 or self.steps < 0 or self.eot_samples < 1:
+            raise ValueError("--batch-size and --eot-samples must be >= 1, --steps >= 0")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,392 @@
+"""``counterclip eval``: datasets x attacks x budgets x defenses x threat models, resumable and shardable.
+
+Protocol (the paper's defense-oblivious one, spec section 3, plus adaptive attacks): adversarial examples are
+made once per attack configuration against the undefended classifier, cached under ``DIR/.state/``, and reused
+by every defense; adaptive attacks target each defense itself. Every random draw (attack start, TTC's delta0,
+EOT) derives from (seed, dataset, sample index), and ``--limit`` picks samples before sharding, so numbers do
+not depend on batch size, process count or a resume. Work is saved atomically after every batch.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .. import __version__
+from ..attacks import build_attack
+from ..attacks.pgd import auto_step_size
+from ..budgets import eps_str, parse_eps
+from ..defenses import TTC, build_defense
+from ..rng import per_sample_generators
+from . import sanity
+from .config import EvalConfig
+from .distributed import Dist
+from .metrics import accuracy_metrics
+from .sampling import select_indices
+from .state import file_sha256, load_tensors, save_tensors, stable_hash, write_json, write_npz
+from .zeroshot import versions
+
+ADAPTIVE_FOR = {  # which adaptive attacks apply to which defense
+    "ttc": ["eot-pgd", "bpda-pgd", "tau-aware"], "anti-adversary": ["eot-pgd", "bpda-pgd"],
+    "hedge": ["eot-pgd", "bpda-pgd"], "rn": ["eot-pgd"], "tte": ["eot-pgd"],
+}
+
+
+class GridRunner:
+    def __init__(self, cfg: EvalConfig, log=print):
+        from .. import load_model
+
+        self.cfg = cfg.validate()
+        self.log = log
+        self.dist = Dist(cfg.device)
+        self.device = self.dist.device
+        self.out = Path(cfg.output)
+        self.state = self.out / ".state"
+        self.model = load_model(cfg.model, cfg.pretrained, device=self.device, vision_checkpoint=cfg.vision_checkpoint)
+        self.model_id = {"model": cfg.model, "pretrained": cfg.pretrained,
+                         "vision_checkpoint_sha256": file_sha256(cfg.vision_checkpoint) if cfg.vision_checkpoint
+                         else None}
+        if cfg.pretrained and Path(cfg.pretrained).is_file():
+            self.model_id["pretrained_sha256"] = file_sha256(cfg.pretrained)
+        self._fresh: set[Path] = set()  # cell folders (re)started in this run (--overwrite)
+        self.summary: list[dict] = []
+        self.written: list[Path] = []
+
+    # -- bookkeeping -----------------------------------------------------------------------------------------
+    def _bar(self, total, desc):
+        return tqdm(total=total, desc=desc, unit="img", leave=False, disable=not self.dist.is_main)
+
+    def cell(self, folder: Path, compute, desc: str, gather_keys: tuple) -> dict | None:
+        """Run ``compute(start, end)`` for this rank's chunks, saving each chunk atomically and skipping saved
+        ones; return the gathered per-sample ``gather_keys`` over all ranks (on every rank)."""
+        if self.cfg.overwrite and folder not in self._fresh and folder.exists():
+            shutil.rmtree(folder)
+        self._fresh.add(folder)
+        t0 = time.time()
+        parts = []
+        bar = self._bar(self._end - self._start, desc)
+        for cs in range(self._start, self._end, self.cfg.batch_size):
+            ce = min(cs + self.cfg.batch_size, self._end)
+            path = folder / f"{cs:08d}-{ce:08d}.pt"
+            res = load_tensors(path)
+            if res is None:
+                res = compute(cs, ce)
+                save_tensors(path, res)
+            parts.append({k: res[k] for k in gather_keys})
+            bar.update(ce - cs)
+        bar.close()
+        local = {k: torch.cat([p[k] for p in parts]) if parts else torch.empty(0) for k in gather_keys}
+        merged = self.dist.gather(local)
+        self.last_elapsed = time.time() - t0
+        return {k: torch.cat([m[k] for m in merged]) for k in gather_keys}
+
+    def batch(self, cs: int, ce: int):
+        idx = self.indices[cs:ce]
+        ds = self.data.dataset
+        if hasattr(ds, "x"):
+            x, y = ds.x[idx], ds.y[idx]
+        else:
+            items = [ds[int(i)] for i in idx]
+            x, y = torch.stack([t[0] for t in items]), torch.tensor([int(t[1]) for t in items])
+        return x.to(self.device), y.to(self.device), idx
+
+    def gens(self, idx, stream: str):
+        return per_sample_generators(self.cfg.seed, self.data.name, idx.tolist(), stream)
+
+    # -- building blocks -------------------------------------------------------------------------------------
+    def attack_for(self, name: str, eps: float):
+        cfg = self.cfg
+        step = auto_step_size(eps, cfg.steps) if cfg.step_size == "auto" else parse_eps(cfg.step_size)
+        return build_attack(name, eps, steps=cfg.steps, step_size=step)
+
+    def defense_for(self, name: str):
+        cfg = self.cfg
+        if name in ("ttc", "rn"):
+            kw = {"eps": cfg.ttc_eps, "precision": cfg.precision}
+            if name == "ttc":
+                kw.update(steps=cfg.ttc_steps, step_size=cfg.ttc_step_size, beta=cfg.beta,
+                          tau_thres=cfg.tau_thres if cfg.tau_thres == "auto" else float(cfg.tau_thres),
+                          tau_quantile=cfg.tau_quantile, tau_encoder=self.tau_encoder)
+            d = build_defense(name, **kw)
+            if name == "ttc" and d.auto:
+                self.calibrate(d)
+            return d
+        return build_defense(name)
+
+    @property
+    def tau_encoder(self):
+        # robust finetuned towers: tau from the original CLIP encoder (spec section 2)
+        return self.model.encode_image_base if self.model.base_visual is not None else None
+
+    def calibrate(self, ttc: TTC) -> None:
+        """tau_thres="auto": the q-quantile of clean tau on held-out images (the training split when the
+        dataset has one, else test images outside the evaluated selection)."""
+        from ..data import get_dataset
+        from ..errors import CounterclipError
+
+        n_cal = 512
+        try:
+            held = get_dataset(self.data.name, split="train", data_root=self.cfg.data_root,
+                               image_size=self.image_size, resize=self.cfg.resize)
+            source, pool = f"{self.data.name} train split", torch.arange(len(held))
+        except Exception:
+            held = self.data
+            used = set(self.indices.tolist())
+            pool = torch.tensor([i for i in range(len(held)) if i not in used], dtype=torch.long)
+            source = f"{self.data.name} {self.data.split} images outside the evaluated selection"
+            if len(pool) == 0:
+                raise CounterclipError("--tau-thres auto needs held-out images: this dataset has no train split "
+                                       "here and --limit selects all of it; lower --limit") from None
+        pick = pool[select_indices(len(pool), n_cal, self.cfg.seed + 1)]
+        ds = held.dataset
+        x = ds.x[pick] if hasattr(ds, "x") else torch.stack([ds[int(i)][0] for i in pick])
+        gens = per_sample_generators(self.cfg.seed, self.data.name + ":calibration", pick.tolist(), "tau")
+        ttc.calibrate(self.model.encode_image, x.to(self.device), generator=gens)
+        ttc.calibration["source"] = source
+
+    # -- the run ---------------------------------------------------------------------------------------------
+    def run(self) -> list[Path]:
+        t0 = time.time()
+        try:
+            for name in self.cfg.datasets:
+                self.run_dataset(name)
+        finally:
+            self.dist.close()
+        if self.dist.is_main:
+            self.print_summary(time.time() - t0)
+        return self.written
+
+    def run_dataset(self, name: str) -> None:
+        from ..data import get_dataset
+        from ..zeroshot import ZeroShotClassifier
+
+        cfg = self.cfg
+        self.image_size = cfg.image_size or self.model.image_size
+        self.data = get_dataset(name, data_root=cfg.data_root, download=cfg.download, image_size=self.image_size,
+                                resize=cfg.resize)
+        self.clf = ZeroShotClassifier(self.model, self.data.classnames, self.data.templates)
+        self.indices = select_indices(len(self.data), cfg.limit, cfg.seed)
+        self._start, self._end = self.dist.shard(len(self.indices))
+        self.base_key = {**self.model_id, "dataset": self.data.name, "split": self.data.split,
+                         "classnames": self.data.classnames, "templates": self.data.templates,
+                         "preprocess": self.data.preprocess, "image_size": self.image_size,
+                         "indices": stable_hash(self.indices.tolist(), 32), "seed": cfg.seed, "version": __version__}
+        self.dstate = self.state / self.data.name
+        self.obliv: dict = {}  # (attack, eps, defense) -> robust correct, for the adaptive comparison
+        defenses = {d: self.defense_for(d) for d in cfg.defenses}
+        tau_ttc = TTC(eps=cfg.ttc_eps, tau_thres=float("inf"), tau_encoder=self.tau_encoder)
+
+        def clean_compute(cs, ce):
+            x, y, idx = self.batch(cs, ce)
+            pred = self.clf(x).argmax(-1)
+            tau = tau_ttc.tau_of(self.clf.encode_image, x, generator=self.gens(idx, "tau"))
+            return {"pred": pred.cpu(), "y": y.cpu(), "idx": idx, "tau": tau.float().cpu()}
+
+        with torch.no_grad():
+            clean = self.cell(self.dstate / f"clean-{stable_hash(self.base_key)}", clean_compute,
+                              f"{name} clean", ("pred", "y", "idx", "tau"))
+        self.clean = clean
+        self.labels = clean["y"]
+        clean_def, clean_time = {}, {}
+        for d in defenses:
+            clean_def[d] = self.defense_cell(d, defenses[d], None, None)
+            clean_time[d] = self.last_elapsed
+
+        configs = [("none", 0.0)] if "none" in cfg.attacks else []
+        configs += [(a, parse_eps(e)) for a in cfg.attacks if a != "none"
+                    for e in sorted(cfg.eps, key=parse_eps)]
+        for aname, eps in configs:
+            if aname == "none":
+                for d in defenses:
+                    if self.finished(self.record_path(aname, eps, None, d, defenses[d], "oblivious")) is None:
+                        self.write_record(aname, eps, None, d, defenses[d], "oblivious", clean_def[d], clean_def[d],
+                                          clean["tau"], clean["tau"], time_s=clean_time[d])
+                continue
+            attack = self.attack_for(aname, eps)
+            akey = {**self.base_key, "attack": attack.config()}
+            adv_dir = self.dstate / f"adv-{aname}-{eps_str(eps).replace('/', '-')}-{stable_hash(akey)}"
+            wanted = [d for d in defenses if cfg.threat_model in ("oblivious", "both") or d == "none"]
+            todo = []
+            for d in wanted:
+                done = self.finished(self.record_path(aname, eps, attack, d, defenses[d], "oblivious"))
+                if done is None:
+                    todo.append(d)
+                else:
+                    self.obliv[(aname, eps, d)] = done
+            if not todo:
+                continue
+            adv = self.adv_cell(adv_dir, attack, tau_ttc)
+            attack_time = self.last_elapsed
+            for d in todo:
+                rob = self.defense_cell(d, defenses[d], adv_dir, attack)
+                self.obliv[(aname, eps, d)] = rob
+                self.write_record(aname, eps, attack, d, defenses[d], "oblivious", clean_def[d], rob,
+                                  clean["tau"], adv["tau_adv"], time_s=clean_time[d] + self.last_elapsed,
+                                  attack_time_s=attack_time)
+        if cfg.threat_model in ("adaptive", "both"):
+            for e in sorted({parse_eps(e) for e in cfg.eps} if any(a != "none" for a in cfg.attacks) else set()):
+                for d, defense in defenses.items():
+                    for an in ADAPTIVE_FOR.get(d, []):
+                        if cfg.adaptive_attacks is None or an in cfg.adaptive_attacks:
+                            self.adaptive(an, e, d, defense, clean_def[d])
+
+    def adv_cell(self, folder: Path, attack, tau_ttc):
+        def compute(cs, ce):
+            x, y, idx = self.batch(cs, ce)
+            x_adv = attack(self.clf, x, y, generator=self.gens(idx, f"attack:{attack.name}:{attack.eps}"))
+            delta = (x_adv - x).half()  # stored as fp16 perturbation; every reader re-projects it the same way
+            x_adv = self.reproject(x, delta, attack.eps)
+            with torch.no_grad():
+                tau = tau_ttc.tau_of(self.clf.encode_image, x_adv, generator=self.gens(idx, "tau"))
+                pred = self.clf(x_adv).argmax(-1)
+            return {"delta": delta.cpu(), "tau_adv": tau.float().cpu(), "pred": pred.cpu()}
+
+        return self.cell(folder, compute, f"{self.data.name} {attack.name} {eps_str(attack.eps)}",
+                         ("tau_adv", "pred"))
+
+    @staticmethod
+    def reproject(x, delta, eps):
+        return (x + delta.to(x.device, x.dtype).clamp(-eps, eps)).clamp(0, 1)
+
+    def defense_cell(self, dname, defense, adv_dir, attack):
+        which = "clean" if adv_dir is None else adv_dir.name
+        key = {**self.base_key, "defense": dname, "params": defense.params(), "inputs": which}
+        folder = self.dstate / f"def-{dname}-{stable_hash(key)}"
+
+        def compute(cs, ce):
+            x, y, idx = self.batch(cs, ce)
+            if adv_dir is not None:
+                chunk = load_tensors(adv_dir / f"{cs:08d}-{ce:08d}.pt")
+                x = self.reproject(x, chunk["delta"], attack.eps)
+            logits = defense(self.clf, x, generator=self.gens(idx, f"defense:{dname}:{which}"))
+            return {"correct": (logits.argmax(-1).cpu() == y.cpu())}
+
+        label = "clean" if adv_dir is None else f"{attack.name} {eps_str(attack.eps)}"
+        return self.cell(folder, compute, f"{self.data.name} {dname} on {label}", ("correct",))["correct"]
+
+    def adaptive(self, an: str, eps: float, dname: str, defense, clean_correct) -> None:
+        from ..attacks.adaptive import build_adaptive
+
+        cfg = self.cfg
+        step = auto_step_size(eps, cfg.steps) if cfg.step_size == "auto" else parse_eps(cfg.step_size)
+        kw = {"steps": cfg.steps, "step_size": step}
+        if an in ("eot-pgd", "bpda-pgd"):
+            kw["eot_samples"] = cfg.eot_samples if getattr(defense, "randomized", False) else 1
+        atk = build_adaptive(an, eps=eps, **kw)
+        if self.finished(self.record_path(an, eps, atk, dname, defense, "adaptive", atk)) is not None:
+            return
+        key = {**self.base_key, "adaptive": atk.config(), "defense": dname, "params": defense.params()}
+        folder = self.dstate / f"adaptive-{an}-{dname}-{eps_str(eps).replace('/', '-')}-{stable_hash(key)}"
+        tau_ttc = TTC(eps=cfg.ttc_eps, tau_thres=float("inf"), tau_encoder=self.tau_encoder)
+
+        def compute(cs, ce):
+            x, y, idx = self.batch(cs, ce)
+            x_adv = atk(defense, self.clf, x, y, generator=self.gens(idx, f"adaptive:{an}:{dname}:{eps}"))
+            x_adv = self.reproject(x, (x_adv - x).half(), eps)
+            with torch.no_grad():
+                logits = defense(self.clf, x_adv, generator=self.gens(idx, f"defense:{dname}:adaptive:{an}"))
+                tau = tau_ttc.tau_of(self.clf.encode_image, x_adv, generator=self.gens(idx, "tau"))
+            return {"correct": logits.argmax(-1).cpu() == y.cpu(), "tau_adv": tau.float().cpu()}
+
+        with torch.enable_grad():
+            res = self.cell(folder, compute, f"{self.data.name} {an} -> {dname} {eps_str(eps)}", ("correct", "tau_adv"))
+        self.write_record(an, eps, atk, dname, defense, "adaptive", clean_correct, res["correct"],
+                          self.clean["tau"], res["tau_adv"], adaptive=atk, time_s=self.last_elapsed)
+
+    # -- records ---------------------------------------------------------------------------------------------
+    def attack_record_cfg(self, aname, eps, attack) -> dict:
+        cfg = {"name": aname, "eps": eps, "eps_str": eps_str(eps), "steps": 0, "step_size": 0.0}
+        if attack is not None:
+            c = attack.config()
+            cfg.update(steps=c.get("steps"), step_size=c.get("step_size"),
+                       **{k: v for k, v in c.items() if k not in cfg})
+        return cfg
+
+    def record_path(self, aname, eps, attack, dname, defense, threat, adaptive=None) -> Path:
+        key = {**self.base_key, "attack": self.attack_record_cfg(aname, eps, attack), "defense": dname,
+               "params": defense.params(), "threat_model": threat,
+               "adaptive": adaptive.config() if adaptive is not None else None, "limit": self.cfg.limit}
+        stem = f"{aname}_{eps_str(eps).replace('/', '-')}_{dname}_{threat}_{stable_hash(key, 8)}"
+        return self.out / self.data.name / f"{stem}.json"
+
+    def finished(self, path: Path):
+        """A finished cell's per-sample robust correctness (its record and sidecar exist), else None. Finished
+        cells are never recomputed unless --overwrite."""
+        if self.cfg.overwrite or not path.is_file() or not path.with_suffix(".npz").is_file():
+            return None
+        try:
+            rec = json.loads(path.read_text())
+            with np.load(path.with_suffix(".npz")) as z:
+                robust = torch.from_numpy(z["robust_correct"].astype(bool))
+        except (OSError, ValueError, KeyError):
+            return None
+        if self.dist.is_main:
+            self.summary.append(rec)
+            self.written.append(path)
+        return robust
+
+    def write_record(self, aname, eps, attack, dname, defense, threat, clean_correct, robust_correct,
+                     tau_clean, tau_adv, adaptive=None, time_s=None, attack_time_s=None) -> None:
+        if not self.dist.is_main:
+            return
+        cfg = self.cfg
+        attack_cfg = self.attack_record_cfg(aname, eps, attack)
+        params = defense.params()
+        if dname == "ttc" and self.tau_encoder is not None:
+            params["tau_encoder"] = "the base model's original vision tower (spec section 2)"
+        n = len(robust_correct)
+        nc, nr = int(clean_correct.sum()), int(robust_correct.sum())
+        rec = {"model": cfg.model, "pretrained": cfg.pretrained, "vision_checkpoint": cfg.vision_checkpoint,
+               "dataset": self.data.name, "split": self.data.split, "attack": attack_cfg,
+               "defense": {"name": dname, "params": params}, "threat_model": threat,
+               "metrics": {**accuracy_metrics("clean", nc, n), **accuracy_metrics("robust", nr, n), "n_samples": n},
+               "seed": cfg.seed, "limit": cfg.limit, "templates": self.data.templates,
+               "preprocess": self.data.preprocess, "adv_storage": "fp16 perturbation, re-projected on load"}
+        if adaptive is not None:
+            rec["adaptive_attack"] = adaptive.config()
+        rec["sanity"] = self.sanity_for(aname, eps, attack, dname, defense, threat, nr / n if n else 0.0, n,
+                                        adaptive)
+        # seconds this run spent on the record's own cells (0 for cells resumed from saved chunks); the attack
+        # generation time, shared by every defense of an oblivious attack, is given apart
+        rec["time_s"] = round(time_s, 2) if time_s is not None else None
+        if attack_time_s is not None:
+            rec["attack_time_s"] = round(attack_time_s, 2)
+        rec["versions"] = versions()
+        path = self.record_path(aname, eps, attack, dname, defense, threat, adaptive)
+        rec["sidecar"] = path.with_suffix(".npz").name
+        write_npz(path.with_suffix(".npz"), {
+            "index": self.clean["idx"].numpy().astype(np.int64), "label": self.labels.numpy().astype(np.int64),
+            "clean_correct": clean_correct.numpy().astype(bool), "robust_correct": robust_correct.numpy().astype(bool),
+            "clean_tau": tau_clean.numpy().astype(np.float32), "adv_tau": tau_adv.numpy().astype(np.float32)})
+        write_json(path, rec)
+        self.written.append(path)
+        self.summary.append(rec)
+
+    def sanity_for(self, aname, eps, attack, dname, defense, threat, robust_acc, n, adaptive) -> dict:
+        from .probes import Probes
+
+        if not hasattr(self, "_probes") or self._probes.data is not self.data:
+            self._probes = Probes(self)
+        return self._probes.checks(aname, eps, attack, dname, defense, threat, robust_acc, n, adaptive)
+
+    def print_summary(self, seconds: float) -> None:
+        if not self.summary:
+            self.log("nothing to evaluate")
+            return
+        self.log(f"\n{'dataset':<14} {'attack':<10} {'eps':<7} {'defense':<15} {'threat':<10} "
+                 f"{'clean':>7} {'robust':>7}  sanity")
+        for r in self.summary:
+            a = r["adaptive_attack"]["name"] if r.get("adaptive_attack") else r["attack"]["name"]
+            flags = [k for k, v in r["sanity"].items() if v["passed"] is False]
+            m = r["metrics"]
+            self.log(f"{r['dataset']:<14} {a:<10} {r['attack']['eps_str']:<7} {r['defense']['name']:<15} "
+                     f"{r['threat_model']:<10} {m['clean_acc']:>7.4f} {m['robust_acc']:>7.4f}  "
+                     f"{'FLAGGED: ' + ', '.join(flags) if flags else 'ok'}")
+        self.log(f"{len(self.summary)} records in {self.out} ({seconds:.0f} s); "
+                 f"`counterclip report {self.out}` builds the tables and figures")

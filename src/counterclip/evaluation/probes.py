@@ -1,0 +1,110 @@
+"""Measurements behind the sanity suite, on a small probe batch (the first ``probe_size`` selected images)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..budgets import eps_str
+from ..defenses import Defended
+from . import sanity
+
+
+class Probes:
+    def __init__(self, runner):
+        self.r = runner
+        self.data = runner.data
+        k = min(runner.cfg.probe_size, len(runner.indices))
+        x, y, idx = runner.batch(0, k)
+        self.x, self.y, self.idx = x, y, idx
+        with torch.no_grad():
+            self.clean_pred = runner.clf(x).argmax(-1)
+        self._memo: dict = {}
+
+    def memo(self, key, fn):
+        if key not in self._memo:
+            self._memo[key] = fn()
+        return self._memo[key]
+
+    def gens(self, stream):
+        return self.r.gens(self.idx, f"probe:{stream}")
+
+    def _robust(self, attack) -> float:
+        x_adv = attack(self.r.clf, self.x, self.y, generator=self.gens(f"{attack.name}:{attack.eps}:{attack.steps}"))
+        with torch.no_grad():
+            return float((self.r.clf(x_adv).argmax(-1) == self.y).float().mean())
+
+    def eps_zero(self, aname):
+        def run():
+            atk = self.r.attack_for(aname, 0.0)
+            x0 = atk(self.r.clf, self.x, self.y, generator=self.gens("eps0"))
+            with torch.no_grad():
+                pred = self.r.clf(x0).argmax(-1)
+            return sanity.eps_zero(self.clean_pred, pred, self.y)
+        return self.memo(("eps0", aname), run)
+
+    def steps(self, aname, eps):
+        def run():
+            full = self.r.attack_for(aname, eps)
+            if full.steps < 2:
+                return sanity.check(None, "fewer than 2 steps: nothing to compare")
+            half = self.r.attack_for(aname, eps)
+            half.steps = full.steps // 2
+            return sanity.monotone("the number of steps", self._robust(half), self._robust(full), len(self.y),
+                                   f"{half.steps} steps", f"{full.steps} steps (probe images)")
+        return self.memo(("steps", aname, eps), run)
+
+    def grads(self, dname, defense, mode):
+        def run():
+            x = self.x.clone().requires_grad_(True)
+            with torch.enable_grad():
+                model = self.r.clf if mode is None else Defended(defense, self.r.clf, differentiable=mode)
+                logits = model(x, generator=self.gens("grad")) if mode else model(x)
+                (g,) = torch.autograd.grad(F.cross_entropy(logits.float(), self.y, reduction="sum"), x)
+            what = "the undefended classifier" if mode is None else f"{dname} (differentiable mode {mode!r})"
+            return sanity.gradients(g, what)
+        return self.memo(("grad", dname if mode else None, mode), run)
+
+    def randomness(self, dname, defense):
+        def run():
+            with torch.no_grad():
+                a = defense(self.r.clf, self.x, generator=torch.Generator().manual_seed(1))
+                b = defense(self.r.clf, self.x, generator=torch.Generator().manual_seed(2))
+            return sanity.randomness(defense, not torch.allclose(a, b))
+        return self.memo(("rand", dname), run)
+
+    def previous(self, aname, eps, dname, threat, adaptive_name):
+        """The record of the next smaller budget of the same attack/defense/threat model in this run."""
+        best = None
+        for r in self.r.summary:
+            a = r["adaptive_attack"]["name"] if r.get("adaptive_attack") else r["attack"]["name"]
+            if (r["dataset"] == self.data.name and a == (adaptive_name or aname) and r["defense"]["name"] == dname
+                    and r["threat_model"] == threat and r["attack"]["eps"] < eps):
+                if best is None or r["attack"]["eps"] > best["attack"]["eps"]:
+                    best = r
+        return best
+
+    def checks(self, aname, eps, attack, dname, defense, threat, robust_acc, n, adaptive) -> dict:
+        out = {"randomness": self.randomness(dname, defense)}
+        if aname == "none":
+            return out
+        cfg = self.r.cfg
+        if threat == "oblivious":
+            out["eps_zero"] = self.eps_zero(aname)
+            out["gradients"] = self.grads(dname, defense, None)
+            if dname == "none":
+                out["steps_monotone"] = self.steps(aname, eps)
+                largest = max(float(__import__("counterclip").parse_eps(e)) for e in cfg.eps)
+                if eps == largest:
+                    out["collapse"] = sanity.collapse(robust_acc, eps_str(eps))
+        else:
+            mode = getattr(adaptive, "mode", "full") if adaptive.name != "tau-aware" else None
+            out["gradients"] = self.grads(dname, defense, mode or "full")
+            obl = [v for (a, e, d), v in self.r.obliv.items() if e == eps and d == dname]
+            oblivious_acc = min(float(v.float().mean()) for v in obl) if obl else None
+            out["adaptive_le_oblivious"] = sanity.adaptive_vs_oblivious(robust_acc, oblivious_acc)
+        prev = self.previous(aname, eps, dname, threat, adaptive.name if adaptive is not None else None)
+        if prev is not None:
+            out["eps_monotone"] = sanity.monotone("eps", prev["metrics"]["robust_acc"], robust_acc, n,
+                                                  prev["attack"]["eps_str"], eps_str(eps))
+        return out

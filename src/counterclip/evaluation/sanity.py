@@ -1,0 +1,74 @@
+"""The sanity suite run with every evaluation (in the spirit of AutoAttack's checks): classic signs of a broken
+evaluation are measured and written into each record's ``"sanity"``. A failing check never hides a number:
+it marks it. Each check is ``{"passed": True | False | None, "detail": str}``; ``None`` is a note (e.g. the
+defense is randomised), not a failure."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+# beyond this many standard errors a rise in robust accuracy is not sampling noise
+_NOISE_Z = 1.96
+
+
+def check(passed, detail: str) -> dict:
+    return {"passed": None if passed is None else bool(passed), "detail": detail}
+
+
+def _noise(p: float, n: int) -> float:
+    # two independent estimates: the difference's standard error is sqrt(2) * sqrt(p(1-p)/n); at least 1 sample
+    return max(1.0 / max(n, 1), _NOISE_Z * math.sqrt(2 * max(p * (1 - p), 1.0 / max(n, 1)) / max(n, 1)))
+
+
+def eps_zero(clean_pred: torch.Tensor, eps0_pred: torch.Tensor, y: torch.Tensor) -> dict:
+    same = bool(torch.equal(clean_pred, eps0_pred))
+    a, b = float((clean_pred == y).float().mean()), float((eps0_pred == y).float().mean())
+    return check(same, f"attack with eps=0 on {len(y)} probe images: accuracy {b:.4f} vs clean {a:.4f}"
+                 + ("" if same else " (an eps=0 attack changed predictions: the attack leaves the ball)"))
+
+
+def monotone(name: str, acc_small: float, acc_large: float, n: int, small_label: str, large_label: str) -> dict:
+    tol = _noise(acc_small, n)
+    ok = acc_large <= acc_small + tol
+    return check(ok, f"robust accuracy {acc_large:.4f} at {large_label} vs {acc_small:.4f} at {small_label} "
+                     f"(noise allowance {tol:.4f})" + ("" if ok else f": it rises with {name}; the attack is "
+                                                                    "unreliable (gradient masking or too few steps)"))
+
+
+def collapse(robust_acc: float, eps_label: str, threshold: float = 0.2) -> dict:
+    ok = robust_acc < threshold
+    return check(ok, f"undefended robust accuracy {robust_acc:.4f} at the largest eps {eps_label}"
+                 + ("" if ok else f" does not collapse below {threshold:.0%}: the attack may be too weak for this "
+                                  "model, or the budget too small for it"))
+
+
+def gradients(grad: torch.Tensor, what: str, min_fraction: float = 0.9) -> dict:
+    g = grad.flatten(1)
+    finite = torch.isfinite(g).all(1)
+    nonzero = g.abs().sum(1) > 0
+    frac = float((finite & nonzero).float().mean())
+    ok = frac >= min_fraction
+    return check(ok, f"input gradients of {what}: {frac:.0%} of {len(g)} probe images finite and non-zero"
+                 + ("" if ok else " (zero or NaN gradients: gradient masking, the attack is blind)"))
+
+
+def adaptive_vs_oblivious(adaptive_acc: float, oblivious_acc: float | None) -> dict:
+    if oblivious_acc is None:
+        return check(None, "no oblivious record for this defense and budget to compare with")
+    ok = adaptive_acc <= oblivious_acc
+    return check(ok, f"adaptive robust accuracy {adaptive_acc:.4f} vs oblivious {oblivious_acc:.4f}"
+                 + ("" if ok else ": the adaptive attack is weaker than the oblivious one, so it is broken, "
+                                  "not the defense strong"))
+
+
+def randomness(defense, differs: bool) -> dict:
+    notes = []
+    if differs:
+        notes.append("randomised: its prediction changed with the random seed on the probe images; robust "
+                     "accuracy is one draw, attack it with EOT (adaptive threat model)")
+    if getattr(defense, "dynamic", False):
+        notes.append("dynamic: it optimises each input at test time; only an attack through the defense "
+                     "(adaptive threat model) measures it")
+    return check(None, "; ".join(notes) if notes else "deterministic and static")
