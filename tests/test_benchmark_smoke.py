@@ -1,0 +1,39 @@
+"""The TTC throughput benchmark runs end to end on a handful of images (no timing assertions)."""
+
+import importlib.util
+from pathlib import Path
+
+import torch
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "ttc_throughput.py"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("ttc_throughput_bench", BENCH)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_ttc_throughput_benchmark_smoke(tmp_path, classifier):
+    bench = _load()
+    out_file = tmp_path / "BENCHMARKS.md"
+    threads = torch.get_num_threads()
+    try:
+        out = bench.main(["--n", "16", "--batch-size", "8", "--repeats", "1", "--output", str(out_file)],
+                         classifier=classifier)
+    finally:
+        torch.set_num_threads(threads)  # the benchmark pins its thread count; leave the session as it was
+    text = out_file.read_text()
+    assert text.startswith("# Benchmarks")
+    for regime, _ in bench.REGIMES:
+        assert regime in text
+        assert regime in out["results"]
+    assert "prediction agreement" in text
+    assert text.count("<!-- begin ttc_throughput -->") == 1
+    # a re-run replaces its own section and keeps the others
+    out_file.write_text(text + "\n<!-- begin other -->\nkept\n<!-- end other -->\n")
+    bench.write_section(out_file, "<!-- begin ttc_throughput -->\nnew numbers\n<!-- end ttc_throughput -->\n")
+    text2 = out_file.read_text()
+    assert text2.count("<!-- begin ttc_throughput -->") == 1
+    assert "new numbers" in text2 and "prediction agreement" not in text2 and "kept" in text2
