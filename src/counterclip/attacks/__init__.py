@@ -7,7 +7,7 @@ from .base import Attack, cw_margin_loss, dlr_loss
 from .pgd import CW, PGD, auto_step_size
 
 __all__ = ["Attack", "PGD", "CW", "APGD", "build_attack", "ATTACKS", "cw_margin_loss", "dlr_loss",
-           "auto_step_size"]
+           "auto_step_size", "EOTPGD", "TauAwarePGD", "build_adaptive"]
 
 ATTACKS = ("pgd", "cw", "apgd-ce", "apgd-dlr")
 
@@ -17,6 +17,10 @@ def __getattr__(name):
         from .apgd import APGD
 
         return APGD
+    if name in ("EOTPGD", "TauAwarePGD", "build_adaptive"):
+        from . import adaptive
+
+        return getattr(adaptive, name)
     raise AttributeError(name)
 
 
