@@ -211,7 +211,8 @@ class TauAwarePGD(AdaptiveAttack):
     with ``tau_k = ||f_tau(x_adv + delta0_k) - f_tau(x_adv)|| / ||f_tau(x_adv)||`` differentiated through both
     terms (``f_tau`` is TTC's ``tau_encoder`` when set, else the classifier's encoder). The CE is on what a
     gated TTC classifies, ``x_adv + delta0`` (the undefended classifier; the embedding is shared with tau's when
-    there is no separate tau encoder). ``margin=None`` is ``margin_frac * tau_thres``, read at attack time (so an
+    there is no separate tau encoder). The oblivious PGD point is a candidate too, so the attack is never
+    weaker than the attack it extends when no lambda can open the gate. ``margin=None`` is ``margin_frac * tau_thres``, read at attack time (so an
     ``"auto"`` threshold calibrated later is used). Needs a finite threshold (``"auto"`` calibrated or a float);
     against RN (``steps=0``, no gate) only lambda = 0 runs; against ``NoDefense`` it is PGD.
     """
@@ -219,8 +220,8 @@ class TauAwarePGD(AdaptiveAttack):
     name = "tau-aware"
 
     def __init__(self, eps, steps: int = 10, step_size=1 / 255, lambdas=(0.0, 1.0, 10.0, 100.0), margin=None,
-                 margin_frac: float = 0.1, eot_samples: int = 4, norm: str = "linf", generator=None,
-                 dtype=torch.float32):
+                 margin_frac: float = 0.1, eot_samples: int = 4, norm: str = "linf", include_oblivious: bool = True,
+                 generator=None, dtype=torch.float32):
         super().__init__(eps, steps=steps, step_size=step_size, norm=norm, loss="ce", generator=generator,
                          dtype=dtype)
         self.lambdas = tuple(float(v) for v in lambdas)
@@ -231,6 +232,7 @@ class TauAwarePGD(AdaptiveAttack):
         if int(eot_samples) != eot_samples or eot_samples < 1:
             raise ValueError(f"eot_samples must be an integer >= 1, got {eot_samples}")
         self.eot_samples = int(eot_samples)
+        self.include_oblivious = bool(include_oblivious)
         self.last_lambda = None  # the lambda whose result was kept, per sample
 
     def margin_for(self, thr: float) -> float:
@@ -282,10 +284,17 @@ class TauAwarePGD(AdaptiveAttack):
         lambdas = self.lambdas if thr is not None else (0.0,)
         margin = self.margin_for(thr) if thr is not None else 0.0
         select = _fixed_draws(generator, self.eot_samples, "tau-aware-select")
-        best = x.clone()
-        best_wrong = torch.full((len(x),), -1.0, device=x.device)
-        best_loss = torch.full((len(x),), -math.inf, device=x.device)
-        best_lam = torch.zeros(len(x), device=x.device)
+        # the first candidate is the paper's oblivious attack (PGD on the undefended classifier): when no lambda
+        # can open the gate (tau far below tau_thres), evading it cannot help, and the attack must not end up
+        # weaker than the oblivious one it extends
+        if self.include_oblivious:
+            best = self.perturb(classifier, x, y, generator).detach()
+            best_wrong, best_loss = self._score(defense, classifier, best, y, select())
+        else:
+            best = x.clone()
+            best_wrong = torch.full((len(x),), -1.0, device=x.device)
+            best_loss = torch.full((len(x),), -math.inf, device=x.device)
+        best_lam = torch.full((len(x),), float("nan"), device=x.device)
         for lam in lambdas:
             gens = copy_generators(generator, self.eot_samples, f"tau-aware-{lam:g}")
             x_adv = self.random_init(x, generator)
@@ -306,9 +315,11 @@ class TauAwarePGD(AdaptiveAttack):
     def config(self) -> dict:
         cfg = super().config()
         cfg.update(lambdas=list(self.lambdas), margin=self.margin, margin_frac=self.margin_frac,
+                   include_oblivious=self.include_oblivious,
                    eot_samples=self.eot_samples,
-                   selection="per image over lambdas: TTC fast path on fixed attacker-side draws, max fraction "
-                             "misclassified, then max CE of TTC's output")
+                   selection="per image over the oblivious PGD point and each lambda's result: TTC fast path "
+                             "on fixed attacker-side draws, max fraction misclassified, then max CE of TTC's "
+                             "output (last_lambda is NaN where the oblivious point was kept)")
         return cfg
 
 
