@@ -158,3 +158,18 @@ def test_report_from_eval_run(grid, tmp_path):
     assert "fashion-mnist" in md and "ttc" in md
     assert (tmp_path / "results.csv").is_file()
     assert any(str(k).endswith(".png") for k in written)
+
+
+def test_adaptive_threat_model_records(tmp_path):
+    run(tmp_path, attacks=["pgd"], eps=["8/255"], steps=2, defenses=["none", "ttc"], tau_thres="auto", limit=8,
+        threat_model="both", eot_samples=2)
+    recs = records(tmp_path)
+    adaptive = {k[0]: v for k, v in recs.items() if k[3] == "adaptive"}
+    assert set(adaptive) == {"eot-pgd", "bpda-pgd", "tau-aware"}  # the ones that apply to TTC, one record each
+    for name, (r, side) in adaptive.items():
+        assert r["adaptive_attack"]["name"] == name and r["defense"]["name"] == "ttc"
+        assert r["defense"]["params"]["tau_thres_mode"] == "auto" and r["defense"]["params"]["calibration"]["n"] > 0
+        assert "adaptive_le_oblivious" in r["sanity"] and "gradients" in r["sanity"]
+        assert len(side["robust_correct"]) == 8
+    assert adaptive["eot-pgd"][0]["adaptive_attack"]["eot_samples"] == 2
+    assert ("pgd", "8/255", "none", "adaptive") not in recs  # nothing to adapt to

@@ -179,6 +179,7 @@ class GridRunner:
                          "indices": stable_hash(self.indices.tolist(), 32), "seed": cfg.seed, "version": __version__}
         self.dstate = self.state / self.data.name
         self.obliv: dict = {}  # (attack, eps, defense) -> robust correct, for the adaptive comparison
+        self.oblivious_adv: dict = {}  # eps -> the PGD adversarial examples' cell, which tau-aware extends
         defenses = {d: self.defense_for(d) for d in cfg.defenses}
         tau_ttc = TTC(eps=cfg.ttc_eps, tau_thres=float("inf"), tau_encoder=self.tau_encoder)
 
@@ -219,6 +220,8 @@ class GridRunner:
                     todo.append(d)
                 else:
                     self.obliv[(aname, eps, d)] = done
+            if aname == "pgd":
+                self.oblivious_adv[eps] = (adv_dir, attack)
             if not todo:
                 continue
             adv = self.adv_cell(adv_dir, attack, tau_ttc)
@@ -264,7 +267,7 @@ class GridRunner:
             if adv_dir is not None:
                 chunk = load_tensors(adv_dir / f"{cs:08d}-{ce:08d}.pt")
                 x = self.reproject(x, chunk["delta"], attack.eps)
-            logits = defense(self.clf, x, generator=self.gens(idx, f"defense:{dname}:{which}"))
+            logits = defense(self.clf, x, generator=self.gens(idx, f"defense:{dname}"))
             return {"correct": (logits.argmax(-1).cpu() == y.cpu())}
 
         label = "clean" if adv_dir is None else f"{attack.name} {eps_str(attack.eps)}"
@@ -281,16 +284,24 @@ class GridRunner:
         atk = build_adaptive(an, eps=eps, **kw)
         if self.finished(self.record_path(an, eps, atk, dname, defense, "adaptive", atk)) is not None:
             return
-        key = {**self.base_key, "adaptive": atk.config(), "defense": dname, "params": defense.params()}
+        init = self.oblivious_adv.get(eps) if an == "tau-aware" else None
+        key = {**self.base_key, "adaptive": atk.config(), "defense": dname, "params": defense.params(),
+               "x_init": init[0].name if init else None}
         folder = self.dstate / f"adaptive-{an}-{dname}-{eps_str(eps).replace('/', '-')}-{stable_hash(key)}"
         tau_ttc = TTC(eps=cfg.ttc_eps, tau_thres=float("inf"), tau_encoder=self.tau_encoder)
+        if init is not None:  # its chunks may be gone (a deleted .state): loads them, or remakes them
+            self.adv_cell(init[0], init[1], tau_ttc)
 
         def compute(cs, ce):
             x, y, idx = self.batch(cs, ce)
-            x_adv = atk(defense, self.clf, x, y, generator=self.gens(idx, f"adaptive:{an}:{dname}:{eps}"))
+            x_init = None
+            if init is not None:
+                x_init = self.reproject(x, load_tensors(init[0] / f"{cs:08d}-{ce:08d}.pt")["delta"], init[1].eps)
+            x_adv = atk(defense, self.clf, x, y, generator=self.gens(idx, f"adaptive:{an}:{dname}:{eps}"),
+                        x_init=x_init)
             x_adv = self.reproject(x, (x_adv - x).half(), eps)
             with torch.no_grad():
-                logits = defense(self.clf, x_adv, generator=self.gens(idx, f"defense:{dname}:adaptive:{an}"))
+                logits = defense(self.clf, x_adv, generator=self.gens(idx, f"defense:{dname}"))
                 tau = tau_ttc.tau_of(self.clf.encode_image, x_adv, generator=self.gens(idx, "tau"))
             return {"correct": logits.argmax(-1).cpu() == y.cpu(), "tau_adv": tau.float().cpu()}
 
