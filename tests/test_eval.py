@@ -173,3 +173,43 @@ def test_adaptive_threat_model_records(tmp_path):
         assert len(side["robust_correct"]) == 8
     assert adaptive["eot-pgd"][0]["adaptive_attack"]["eot_samples"] == 2
     assert ("pgd", "8/255", "none", "adaptive") not in recs  # nothing to adapt to
+
+
+def test_cache_keys_cover_data_root_weights_and_tau_budget(tmp_path):
+    """Two image folders, two tau budgets, or changed weights must never share cached results."""
+    import shutil
+
+    from PIL import Image
+
+    from counterclip.errors import UnknownNameError
+    from counterclip.evaluation.grid import weights_fingerprint
+    from counterclip.models.registry import embedded_dir
+
+    rng = np.random.default_rng(0)
+    for root in ("a", "b"):
+        for cls in ("cat", "dog"):
+            d = tmp_path / root / cls
+            d.mkdir(parents=True)
+            for i in range(2):
+                Image.fromarray(rng.integers(0, 255, (28, 28, 3), dtype=np.uint8)).save(d / f"{i}.png")
+    out = tmp_path / "out"
+    for root in ("a", "b"):
+        run(out, datasets=["imagefolder"], data_root=str(tmp_path / root), attacks=["none"], defenses=["none"],
+            limit=None)
+    assert len(list((out / "imagefolder").glob("*.json"))) == 2
+    for tau_eps in ("4/255", "1/255"):
+        run(out, attacks=["none"], defenses=["none"], ttc_eps=tau_eps, limit=8)
+    assert len(list((out / ".state" / "fashion-mnist").glob("clean-*"))) == 2
+
+    copy = tmp_path / "model"
+    shutil.copytree(embedded_dir("tiny-fmnist"), copy)
+    before = weights_fingerprint(f"local-dir:{copy}", None)
+    assert before == weights_fingerprint("tiny-fmnist", None)
+    w = copy / "open_clip_model.safetensors"
+    w.write_bytes(w.read_bytes()[:-2] + b"\x00\x01")
+    assert weights_fingerprint(f"local-dir:{copy}", None) != before
+
+    with pytest.raises(UnknownNameError, match="tau-aware"):
+        EvalConfig(output=str(tmp_path), adaptive_attacks=["foo"], threat_model="both").validate()
+    with pytest.raises(ValueError, match="tau-thres"):
+        EvalConfig(output=str(tmp_path), tau_thres="nan").validate()

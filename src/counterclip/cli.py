@@ -9,8 +9,8 @@ from .errors import CounterclipError
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="tiny-fmnist",
-                   help="tiny-fmnist (embedded, default), an open_clip architecture (ViT-B-32), hf-hub:ORG/REPO, "
+    p.add_argument("--model", default=None,
+                   help="tiny-fmnist (embedded, the default), an open_clip architecture (ViT-B-32), hf-hub:ORG/REPO, "
                         "local-dir:PATH, or hf:<hub id or dir>")
     p.add_argument("--pretrained", default=None,
                    help="open_clip pretrained tag (openai, laion2b_s34b_b79k, ...) or a local checkpoint file; "
@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_zeroshot(args) -> int:
     from .evaluation.zeroshot import run_zeroshot
 
-    rec = run_zeroshot(args.model, args.dataset, args.output, pretrained=args.pretrained,
+    rec = run_zeroshot(args.model or "tiny-fmnist", args.dataset, args.output, pretrained=args.pretrained,
                        vision_checkpoint=args.vision_checkpoint, data_root=args.data_root, download=args.download,
                        limit=args.limit, batch_size=args.batch_size, device=args.device, seed=args.seed)
     m = rec["metrics"]
@@ -95,11 +95,11 @@ def main(argv=None) -> int:
     except CounterclipError as e:
         print(f"counterclip: error: {e}", file=sys.stderr)
         return 2
-    except ValueError as e:  # bad budgets and similar input errors: one line, no traceback
+    except (ValueError, OSError) as e:  # bad budgets, unwritable --output, ...: one line, no traceback
         print(f"counterclip: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("counterclip: interrupted; re-run the same command to resume", file=sys.stderr)
+        print("\ncounterclip: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
 
 

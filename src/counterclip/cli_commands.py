@@ -67,8 +67,8 @@ def eval_config(args):
         raise CounterclipError("eval needs --dataset (comma list) or --preset")
     adaptive = parse_list(args.adaptive_attack) if args.adaptive_attack else None
     return EvalConfig(
-        output=args.output, model=preset.get("model", args.model) if args.model == "tiny-fmnist" else args.model,
-        pretrained=args.pretrained, vision_checkpoint=args.vision_checkpoint, datasets=datasets,
+        output=args.output, model=args.model or preset.get("model", "tiny-fmnist"),
+        pretrained=args.pretrained if args.model or args.pretrained else preset.get("pretrained"), vision_checkpoint=args.vision_checkpoint, datasets=datasets,
         data_root=args.data_root, download=args.download,
         attacks=parse_list(args.attack) if args.attack else preset.get("attacks", ["none"]),
         eps=parse_list(args.eps) if args.eps else preset.get("eps", ["1/255"]),

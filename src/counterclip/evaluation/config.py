@@ -14,7 +14,7 @@ THREAT_MODELS = ("oblivious", "adaptive", "both")
 PRESETS = {
     # the paper's protocol (spec section 3): 16 datasets, Resize(256)+CenterCrop(224), PGD-10 and CW at 1/255 and
     # 4/255 with step 1/255, TTC defaults
-    "paper": {"datasets": PAPER_DATASETS, "attacks": ["pgd", "cw"], "eps": ["1/255", "4/255"], "steps": 10,
+    "paper": {"model": "ViT-B-32", "pretrained": "openai", "datasets": PAPER_DATASETS, "attacks": ["pgd", "cw"], "eps": ["1/255", "4/255"], "steps": 10,
               "step_size": "1/255", "defenses": ["none", "rn", "ttc", "tte", "anti-adversary", "hedge"],
               "resize": 256, "image_size": 224},
     # the embedded model: 28 px grayscale images are far less fragile than photos, so larger budgets too
@@ -75,9 +75,25 @@ class EvalConfig:
         if self.step_size != "auto":
             parse_eps(self.step_size)
         if self.tau_thres != "auto":
-            float(self.tau_thres)
+            try:
+                thr = float(self.tau_thres)
+            except ValueError:
+                thr = float("nan")
+            if thr != thr or thr < 0:
+                raise ValueError(f"--tau-thres must be a number >= 0 (inf allowed) or 'auto', not {self.tau_thres!r}")
+        if not (self.beta == self.beta and abs(self.beta) != float("inf")):
+            raise ValueError(f"--beta must be a finite number, not {self.beta}")
+        if self.adaptive_attacks is not None:
+            from ..attacks.adaptive import ADAPTIVE_ATTACKS
+
+            for a in self.adaptive_attacks:
+                if a not in ADAPTIVE_ATTACKS:
+                    raise UnknownNameError("adaptive attack", a, ADAPTIVE_ATTACKS)
+            if self.threat_model == "oblivious":
+                raise ValueError("--adaptive-attack needs --threat-model adaptive or both")
         if self.batch_size < 1 or self.steps < 0 or self.eot_samples < 1:
             raise ValueError("--batch-size and --eot-samples must be >= 1, --steps >= 0")
+        self.datasets = list(dict.fromkeys(self.datasets))  # a repeated name is evaluated once
         return self
 
     def to_dict(self) -> dict:

@@ -51,9 +51,7 @@ class GridRunner:
         self.model = load_model(cfg.model, cfg.pretrained, device=self.device, vision_checkpoint=cfg.vision_checkpoint)
         self.model_id = {"model": cfg.model, "pretrained": cfg.pretrained,
                          "vision_checkpoint_sha256": file_sha256(cfg.vision_checkpoint) if cfg.vision_checkpoint
-                         else None}
-        if cfg.pretrained and Path(cfg.pretrained).is_file():
-            self.model_id["pretrained_sha256"] = file_sha256(cfg.pretrained)
+                         else None, "weights_sha256": weights_fingerprint(cfg.model, cfg.pretrained)}
         self._fresh: set[Path] = set()  # cell folders (re)started in this run (--overwrite)
         self.summary: list[dict] = []
         self.written: list[Path] = []
@@ -65,8 +63,10 @@ class GridRunner:
     def cell(self, folder: Path, compute, desc: str, gather_keys: tuple) -> dict | None:
         """Run ``compute(start, end)`` for this rank's chunks, saving each chunk atomically and skipping saved
         ones; return the gathered per-sample ``gather_keys`` over all ranks (on every rank)."""
-        if self.cfg.overwrite and folder not in self._fresh and folder.exists():
-            shutil.rmtree(folder)
+        if self.cfg.overwrite and folder not in self._fresh:
+            if self.dist.is_main and folder.exists():
+                shutil.rmtree(folder, ignore_errors=True)
+            self.dist.barrier()  # no rank writes a chunk before rank 0 has cleared the folder
         self._fresh.add(folder)
         t0 = time.time()
         parts = []
@@ -132,10 +132,12 @@ class GridRunner:
 
         n_cal = 512
         try:
+            if self.data.name == "imagefolder":  # one folder, no splits
+                raise CounterclipError("imagefolder has no train split")
             held = get_dataset(self.data.name, split="train", data_root=self.cfg.data_root,
                                image_size=self.image_size, resize=self.cfg.resize)
             source, pool = f"{self.data.name} train split", torch.arange(len(held))
-        except Exception:
+        except (CounterclipError, ValueError):  # no train split here: held-out test images instead
             held = self.data
             used = set(self.indices.tolist())
             pool = torch.tensor([i for i in range(len(held)) if i not in used], dtype=torch.long)
@@ -174,6 +176,7 @@ class GridRunner:
         self.indices = select_indices(len(self.data), cfg.limit, cfg.seed)
         self._start, self._end = self.dist.shard(len(self.indices))
         self.base_key = {**self.model_id, "dataset": self.data.name, "split": self.data.split,
+                         "data": self.data.extra,
                          "classnames": self.data.classnames, "templates": self.data.templates,
                          "preprocess": self.data.preprocess, "image_size": self.image_size,
                          "indices": stable_hash(self.indices.tolist(), 32), "seed": cfg.seed, "version": __version__}
@@ -181,6 +184,8 @@ class GridRunner:
         self.obliv: dict = {}  # (attack, eps, defense) -> robust correct, for the adaptive comparison
         self.oblivious_adv: dict = {}  # eps -> the PGD adversarial examples' cell, which tau-aware extends
         defenses = {d: self.defense_for(d) for d in cfg.defenses}
+        # the sidecars' tau is measured with --ttc-eps (and the base tower with a robust checkpoint)
+        self.base_key["tau"] = {"eps": parse_eps(cfg.ttc_eps), "base_tower": self.tau_encoder is not None}
         tau_ttc = TTC(eps=cfg.ttc_eps, tau_thres=float("inf"), tau_encoder=self.tau_encoder)
 
         def clean_compute(cs, ce):
@@ -281,6 +286,8 @@ class GridRunner:
         kw = {"steps": cfg.steps, "step_size": step}
         if an in ("eot-pgd", "bpda-pgd"):
             kw["eot_samples"] = cfg.eot_samples if getattr(defense, "randomized", False) else 1
+        else:
+            kw["eot_samples"] = cfg.eot_samples
         atk = build_adaptive(an, eps=eps, **kw)
         if self.finished(self.record_path(an, eps, atk, dname, defense, "adaptive", atk)) is not None:
             return
@@ -401,3 +408,23 @@ class GridRunner:
                      f"{'FLAGGED: ' + ', '.join(flags) if flags else 'ok'}")
         self.log(f"{len(self.summary)} records in {self.out} ({seconds:.0f} s); "
                  f"`counterclip report {self.out}` builds the tables and figures")
+
+
+def weights_fingerprint(model: str, pretrained) -> str | None:
+    """sha256 of the weight files behind a model name that are on disk (embedded weights, ``local-dir:`` and
+    ``hf:`` folders, a ``--pretrained`` file), so retrained or replaced weights never reuse cached results.
+    Hub tags and ids name immutable releases and are keyed by name."""
+    from ..models.registry import EMBEDDED, embedded_dir
+
+    files: list[Path] = []
+    if model in EMBEDDED:
+        files = sorted(embedded_dir(model).glob("*.safetensors"))
+    elif model.startswith(("local-dir:", "hf:")):
+        folder = Path(model.split(":", 1)[1])
+        if folder.is_dir():
+            files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pt", ".pth"))
+    if pretrained and Path(str(pretrained)).is_file():
+        files.append(Path(pretrained))
+    if not files:
+        return None
+    return stable_hash([file_sha256(f) for f in files], 32)
