@@ -30,11 +30,8 @@ class Attack:
         x = x.detach().to(self.dtype)
         # eps = 0 runs the whole loop on purpose: the sanity suite checks that it returns x exactly
         gen = generator if generator is not None else self.generator
-        was_training = getattr(classifier, "training", False)
         with torch.enable_grad():
             x_adv = self.perturb(classifier, x, y.to(x.device), gen)
-        if was_training:
-            classifier.train()
         return self.project(x_adv.detach(), x)
 
     def perturb(self, classifier, x, y, generator) -> torch.Tensor:

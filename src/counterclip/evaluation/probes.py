@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..budgets import eps_str
+from ..budgets import eps_str, parse_eps
 from ..defenses import Defended
 from . import sanity
 
@@ -94,7 +94,7 @@ class Probes:
             out["gradients"] = self.grads(dname, defense, None)
             if dname == "none":
                 out["steps_monotone"] = self.steps(aname, eps)
-                largest = max(float(__import__("counterclip").parse_eps(e)) for e in cfg.eps)
+                largest = max(parse_eps(e) for e in cfg.eps)
                 if eps == largest:
                     out["collapse"] = sanity.collapse(robust_acc, eps_str(eps))
         else:
