@@ -47,8 +47,6 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .. import rng
-from ..budgets import eps_str
 from ..defenses.base import Defended, NoDefense
 from ..defenses.ttc import TTC
 from ..errors import UnknownNameError

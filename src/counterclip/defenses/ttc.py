@@ -20,7 +20,6 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from .. import rng
 from ..budgets import parse_eps

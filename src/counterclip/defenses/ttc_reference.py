@@ -5,7 +5,6 @@ benchmark; use ``TTC`` for real work."""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 
 def reference_counterattack(encoder, x, delta0, eps, steps, step_size, tau_thres, beta, norm="linf",

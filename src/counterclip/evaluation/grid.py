@@ -24,7 +24,6 @@ from ..attacks.pgd import auto_step_size
 from ..budgets import eps_str, parse_eps
 from ..defenses import TTC, build_defense
 from ..rng import per_sample_generators
-from . import sanity
 from .config import EvalConfig
 from .distributed import Dist
 from .metrics import accuracy_metrics
@@ -186,17 +185,16 @@ class GridRunner:
         defenses = {d: self.defense_for(d) for d in cfg.defenses}
         # the sidecars' tau is measured with --ttc-eps (and the base tower with a robust checkpoint)
         self.base_key["tau"] = {"eps": parse_eps(cfg.ttc_eps), "base_tower": self.tau_encoder is not None}
-        tau_ttc = TTC(eps=cfg.ttc_eps, tau_thres=float("inf"), tau_encoder=self.tau_encoder)
+        self.tau_ttc = TTC(eps=cfg.ttc_eps, tau_thres=float("inf"), tau_encoder=self.tau_encoder)
 
         def clean_compute(cs, ce):
             x, y, idx = self.batch(cs, ce)
-            pred = self.clf(x).argmax(-1)
-            tau = tau_ttc.tau_of(self.clf.encode_image, x, generator=self.gens(idx, "tau"))
-            return {"pred": pred.cpu(), "y": y.cpu(), "idx": idx, "tau": tau.float().cpu()}
+            tau = self.tau_ttc.tau_of(self.clf.encode_image, x, generator=self.gens(idx, "tau"))
+            return {"y": y.cpu(), "idx": idx, "tau": tau.float().cpu()}
 
         with torch.no_grad():
             clean = self.cell(self.dstate / f"clean-{stable_hash(self.base_key)}", clean_compute,
-                              f"{name} clean", ("pred", "y", "idx", "tau"))
+                              f"{name} clean", ("y", "idx", "tau"))
         self.clean = clean
         self.labels = clean["y"]
         clean_def, clean_time = {}, {}
@@ -229,7 +227,7 @@ class GridRunner:
                 self.oblivious_adv[eps] = (adv_dir, attack)
             if not todo:
                 continue
-            adv = self.adv_cell(adv_dir, attack, tau_ttc)
+            adv = self.adv_cell(adv_dir, attack)
             attack_time = self.last_elapsed
             for d in todo:
                 rob = self.defense_cell(d, defenses[d], adv_dir, attack)
@@ -244,19 +242,18 @@ class GridRunner:
                         if cfg.adaptive_attacks is None or an in cfg.adaptive_attacks:
                             self.adaptive(an, e, d, defense, clean_def[d])
 
-    def adv_cell(self, folder: Path, attack, tau_ttc):
+    def adv_cell(self, folder: Path, attack):
         def compute(cs, ce):
             x, y, idx = self.batch(cs, ce)
             x_adv = attack(self.clf, x, y, generator=self.gens(idx, f"attack:{attack.name}:{attack.eps}"))
             delta = (x_adv - x).half()  # stored as fp16 perturbation; every reader re-projects it the same way
             x_adv = self.reproject(x, delta, attack.eps)
             with torch.no_grad():
-                tau = tau_ttc.tau_of(self.clf.encode_image, x_adv, generator=self.gens(idx, "tau"))
-                pred = self.clf(x_adv).argmax(-1)
-            return {"delta": delta.cpu(), "tau_adv": tau.float().cpu(), "pred": pred.cpu()}
+                tau = self.tau_ttc.tau_of(self.clf.encode_image, x_adv, generator=self.gens(idx, "tau"))
+            return {"delta": delta.cpu(), "tau_adv": tau.float().cpu()}
 
         return self.cell(folder, compute, f"{self.data.name} {attack.name} {eps_str(attack.eps)}",
-                         ("tau_adv", "pred"))
+                         ("tau_adv",))
 
     @staticmethod
     def reproject(x, delta, eps):
@@ -295,9 +292,8 @@ class GridRunner:
         key = {**self.base_key, "adaptive": atk.config(), "defense": dname, "params": defense.params(),
                "x_init": init[0].name if init else None}
         folder = self.dstate / f"adaptive-{an}-{dname}-{eps_str(eps).replace('/', '-')}-{stable_hash(key)}"
-        tau_ttc = TTC(eps=cfg.ttc_eps, tau_thres=float("inf"), tau_encoder=self.tau_encoder)
         if init is not None:  # its chunks may be gone (a deleted .state): loads them, or remakes them
-            self.adv_cell(init[0], init[1], tau_ttc)
+            self.adv_cell(init[0], init[1])
 
         def compute(cs, ce):
             x, y, idx = self.batch(cs, ce)
@@ -309,7 +305,7 @@ class GridRunner:
             x_adv = self.reproject(x, (x_adv - x).half(), eps)
             with torch.no_grad():
                 logits = defense(self.clf, x_adv, generator=self.gens(idx, f"defense:{dname}"))
-                tau = tau_ttc.tau_of(self.clf.encode_image, x_adv, generator=self.gens(idx, "tau"))
+                tau = self.tau_ttc.tau_of(self.clf.encode_image, x_adv, generator=self.gens(idx, "tau"))
             return {"correct": logits.argmax(-1).cpu() == y.cpu(), "tau_adv": tau.float().cpu()}
 
         with torch.enable_grad():
