@@ -111,12 +111,15 @@ def test_no_gradient_reaches_parameters(classifier, batch):
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
 
 
-def test_fast_path_gives_no_gradient_but_differentiable_mode_does(classifier, batch):
+def test_inference_mode_refuses_a_gradient_in_one_line_but_differentiable_modes_give_one(classifier, batch):
     x = batch[0][:4].clone().requires_grad_(True)
-    fast = Defended(TTC(tau_thres=float("inf")), classifier)(x)
-    assert not fast.requires_grad
-    slow = Defended(TTC(tau_thres=float("inf")), classifier, differentiable=True)(x)
-    assert slow.requires_grad
+    fast = Defended(TTC(tau_thres=float("inf")), classifier, differentiable=False)(x)
+    with pytest.raises(RuntimeError, match="inference-only mode") as err:
+        fast.sum().backward()
+    assert "\n" not in str(err.value) and "'bpda'" in str(err.value) and "'full'" in str(err.value)
+    for mode in (True, "bpda", "auto"):
+        slow = Defended(TTC(tau_thres=float("inf")), classifier, differentiable=mode)(x)
+        assert slow.requires_grad
 
 
 def test_differentiable_full_matches_fast_prediction(classifier, batch):

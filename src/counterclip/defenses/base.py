@@ -1,10 +1,17 @@
 """The defense contract and ``Defended``, a defended classifier that is itself an ``nn.Module``.
 
 ``defense(classifier, x, generator=None) -> logits``: the fast inference path (no-grad, detached passes).
-``defense.differentiable(classifier, x, generator=None) -> logits``: the same prediction computed with a graph
-back to ``x``, for attacks that target the defense (its gradient choices are documented per defense).
+``defense.differentiable(classifier, x, generator=None, mode=...) -> logits``: the same prediction computed with
+a graph back to ``x``, for attacks that target the defense (its gradient choices are documented per defense).
+``differentiable_modes`` says which modes a defense implements itself: ``"full"`` (through the purification,
+straight-through where a step has no useful derivative) and ``"bpda"`` (the purification is identity on the
+backward pass). A defense with none still gets a generic ``"bpda"`` from this base class: the whole defense is
+identity on the backward pass (the gradient of the undefended classifier at ``x``).
 ``classifier`` is a ``ZeroShotClassifier`` (or anything with ``encode_image``, ``logits_from_embeddings`` and
 ``__call__``).
+
+Optional hooks that later work adds to the protocol keep defaults here, so a defense written against an older
+protocol keeps working.
 """
 
 from __future__ import annotations
@@ -12,13 +19,31 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+MODES = ("full", "bpda")
+
+# what each gradient mode costs, in the words of the one-line error and the docs
+MODE_COSTS = {
+    "bpda": "the purification is identity on the backward pass: one purification without a graph plus one "
+            "forward+backward of the classifier per call, the cheapest",
+    "full": "differentiates through the purification (second order for gradient-based defenses): about "
+            "steps + 1 times BPDA's time and memory",
+}
+
 
 class Defense:
     name = "defense"  # the CLI word
     randomized = False  # its output depends on a random draw
     dynamic = False  # it optimises per input at test time (gradient-based purification)
+    differentiable_modes: tuple = ()  # modes .differentiable() implements itself, a subset of ("full", "bpda")
 
     def __call__(self, classifier, x: torch.Tensor, generator=None) -> torch.Tensor:
+        if torch.is_inference_mode_enabled():
+            # gradient-based purification needs autograd, which inference mode switches off for good: leave
+            # it, with a normal copy of the input (an inference tensor cannot enter a recorded graph)
+            with torch.inference_mode(False):
+                x = x.clone()
+                with torch.no_grad():
+                    return self.predict(classifier, x, generator)
         with torch.no_grad():
             return self.predict(classifier, x, generator)
 
@@ -26,7 +51,12 @@ class Defense:
         raise NotImplementedError
 
     def differentiable(self, classifier, x, generator=None, mode: str = "full") -> torch.Tensor:
-        raise NotImplementedError(f"{type(self).__name__} has no differentiable mode")
+        """Without modes of its own, ``"bpda"`` is the generic straight-through estimate of the whole defense:
+        its fast-path logits forward, the undefended classifier's gradient at ``x`` backward."""
+        if mode == "bpda":
+            return straight_through(self, classifier, x, generator)
+        raise ValueError(f"{type(self).__name__} has no differentiable mode {mode!r}; "
+                         f"it supports: {', '.join(supported_modes(self))}")
 
     def params(self) -> dict:
         return {}
@@ -35,10 +65,37 @@ class Defense:
         return f"{type(self).__name__}({', '.join(f'{k}={v}' for k, v in self.params().items())})"
 
 
+def supported_modes(defense) -> tuple:
+    """The gradient modes available for ``defense``: its own, plus the generic ``"bpda"`` for every defense."""
+    own = tuple(getattr(defense, "differentiable_modes", ()) or ())
+    return own + (("bpda",) if "bpda" not in own else ())
+
+
+def gradient_kind(defense, mode: str) -> str:
+    """How the gradient of ``mode`` is obtained, for records: ``"full"``, ``"bpda"`` (the defense's own) or
+    ``"bpda-generic"`` (the whole defense as identity on the backward pass)."""
+    own = tuple(getattr(defense, "differentiable_modes", ()) or ())
+    if mode in own:
+        return mode
+    if mode == "bpda":
+        return "bpda-generic"
+    raise ValueError(f"{type(defense).__name__} has no differentiable mode {mode!r}; it supports: "
+                     f"{', '.join(supported_modes(defense))}")
+
+
+def straight_through(defense, classifier, x, generator=None) -> torch.Tensor:
+    """Defended logits forward, ``classifier(x)``'s gradient backward (BPDA with the whole defense as identity)."""
+    with torch.no_grad():
+        defended = defense(classifier, x.detach(), generator)
+    undefended = classifier(x)
+    return undefended + (defended.to(undefended.dtype) - undefended).detach()
+
+
 class NoDefense(Defense):
     """The undefended classifier (CLI word ``none``)."""
 
     name = "none"
+    differentiable_modes = ("full", "bpda")  # both exact
 
     def predict(self, classifier, x, generator=None):
         return classifier(x)
@@ -47,26 +104,66 @@ class NoDefense(Defense):
         return classifier(x)
 
 
-class Defended(nn.Module):
-    """``Defended(defense, classifier)``: an ``nn.Module`` mapping pixels to defended logits.
+class _NoInputGradient(torch.autograd.Function):
+    """Identity on the fast path's logits whose backward raises: an attack asking the inference-only mode for a
+    gradient gets a line saying which modes give one, not torch's "does not require grad"."""
 
-    ``differentiable=False`` (default) runs the defense's fast inference path: an outer attack gets no useful
-    gradient from it (the defense detaches). ``differentiable=True`` (or ``"full"``) runs
-    ``defense.differentiable``, which keeps a graph to the input with the gradient choices the defense
-    documents (straight-through/BPDA where it uses non-differentiable steps); ``"bpda"`` treats the defense's
-    purification as identity on the backward pass. Adaptive attacks use these modes. ``generator`` seeds
-    the defense's randomness.
+    @staticmethod
+    def forward(ctx, x, logits, message):
+        ctx.message = message
+        return logits.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError(ctx.message)
+
+
+class Defended(nn.Module):
+    """``Defended(defense, classifier, differentiable="auto", generator=None)``: an ``nn.Module`` mapping pixels
+    in [0,1] to defended logits, ready for attack libraries (torchattacks, AutoAttack) and plain autograd.
+
+    Every call that cannot ask for an input gradient (under ``torch.no_grad`` / ``inference_mode``, or on an
+    input that does not require grad) runs the defense's fast inference path, whatever the mode: attack
+    libraries check predictions that way. When a gradient can be asked for, ``differentiable`` decides:
+
+    * ``"auto"`` (default): ``"bpda"``, the cheapest gradient that sees the defense (BPDA, Athalye et al. 2018).
+      For defenses whose purification is differentiable as it stands (RN, TTE, none) it is exact.
+    * ``"bpda"``: ``defense.differentiable(..., mode="bpda")``; the purification is identity on the backward
+      pass (one purification without a graph + one forward/backward of the classifier). A defense without
+      modes of its own gets the generic version (the whole defense as identity).
+    * ``"full"`` or ``True``: through the purification with the gradient choices the defense documents (for
+      TTC: the unrolled counterattack, second order; about ``steps + 1`` times BPDA's time and memory).
+    * ``False`` or ``"inference"``: the fast path only; asking it for an input gradient raises one line
+      naming the modes that give one.
+
+    ``generator`` seeds the defense's randomness (a randomised defense draws anew on every call, so an attack
+    that wants the expectation uses EOT).
     """
 
-    def __init__(self, defense: Defense, classifier: nn.Module, differentiable: bool | str = False,
+    def __init__(self, defense: Defense, classifier: nn.Module, differentiable: bool | str = "auto",
                  generator=None):
         super().__init__()
-        if differentiable not in (False, True, "full", "bpda"):
-            raise ValueError(f"differentiable must be False, True, 'full' or 'bpda', not {differentiable!r}")
+        if differentiable is True:
+            differentiable = "full"
+        elif differentiable is False:
+            differentiable = "inference"
+        if differentiable not in ("auto", "inference") + MODES:
+            raise ValueError(f"differentiable must be 'auto', 'bpda', 'full' (True) or 'inference' (False), "
+                             f"not {differentiable!r}")
+        if differentiable in MODES and differentiable not in supported_modes(defense):
+            raise ValueError(f"{type(defense).__name__} has no differentiable mode {differentiable!r}; it "
+                             f"supports: {', '.join(supported_modes(defense))}")
         self.defense = defense
         self.classifier = classifier
-        self.mode = "full" if differentiable is True else (differentiable or None)
+        self.mode = differentiable
         self.generator = generator
+
+    @property
+    def gradient_mode(self) -> str | None:
+        """The mode that answers a gradient request (None for the inference-only mode)."""
+        if self.mode == "inference":
+            return None
+        return "bpda" if self.mode == "auto" else self.mode
 
     @property
     def classnames(self):
@@ -76,8 +173,23 @@ class Defended(nn.Module):
     def num_classes(self) -> int:
         return self.classifier.num_classes
 
+    def _no_gradient_message(self) -> str:
+        modes = sorted(supported_modes(self.defense), key=lambda m: m != "bpda")
+        return (f"Defended({type(self.defense).__name__}) is in its inference-only mode (differentiable=False) "
+                "and has no input gradient; ask for one with "
+                + " or ".join(f"differentiable={m!r} ({MODE_COSTS[m]})" for m in modes))
+
     def forward(self, x: torch.Tensor, generator=None) -> torch.Tensor:
         gen = generator if generator is not None else self.generator
-        if self.mode:
-            return self.defense.differentiable(self.classifier, x, gen, mode=self.mode)
-        return self.defense(self.classifier, x, gen)
+        wants_grad = torch.is_grad_enabled() and x.requires_grad
+        if not wants_grad:
+            return self.defense(self.classifier, x, gen)
+        mode = self.gradient_mode
+        if mode is None:
+            return _NoInputGradient.apply(x, self.defense(self.classifier, x, gen), self._no_gradient_message())
+        if mode in tuple(getattr(self.defense, "differentiable_modes", ()) or ()):
+            return self.defense.differentiable(self.classifier, x, gen, mode=mode)
+        return straight_through(self.defense, self.classifier, x, gen)
+
+    def extra_repr(self) -> str:
+        return f"defense={self.defense!r}, differentiable={self.mode!r}"

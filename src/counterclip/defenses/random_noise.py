@@ -13,6 +13,7 @@ class RandomNoise(TTC):
 
     name = "rn"
     dynamic = False
+    differentiable_modes = ("full", "bpda")  # both exact: the noise does not depend on x
 
     def __init__(self, eps=4 / 255, norm: str = "linf", precision: str = "fp32"):
         super().__init__(eps=eps, steps=0, tau_thres=float("inf"), norm=norm, precision=precision)

@@ -65,6 +65,7 @@ class TTC(Defense):
     name = "ttc"
     randomized = True
     dynamic = True
+    differentiable_modes = ("full", "bpda")
 
     def __init__(self, eps=4 / 255, steps: int = 2, step_size=1 / 255, tau_thres=0.2, beta: float = 2.0,
                  norm: str = "linf", tau_encoder=None, tau_quantile: float = 0.1, precision: str = "fp32"):

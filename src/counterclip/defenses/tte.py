@@ -18,6 +18,7 @@ class TTE(Defense):
     """
 
     name = "tte"
+    differentiable_modes = ("full", "bpda")  # both exact: nothing to straight-through
 
     def __init__(self, flip: bool = True, crops: int = 4, pad: float = 0.125):
         if crops not in (0, 4):

@@ -1,0 +1,118 @@
+"""``Defended`` drops into attack libraries with no glue: torchattacks (dev yardstick), AutoAttack's source
+(dev yardstick: set COUNTERCLIP_AUTOATTACK_SRC to a checkout of fra31/auto-attack, or install it) and plain
+autograd, in every mode, under ``no_grad`` / ``inference_mode`` too."""
+
+import os
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from counterclip.defenses import TTC, TTE, Defended, Defense
+
+EPS = 4 / 255
+MODES = ("auto", "bpda", "full", False)
+
+
+def _ttc_module(classifier, mode):
+    return Defended(TTC(tau_thres=float("inf")), classifier, differentiable=mode,
+                    generator=torch.Generator().manual_seed(0))
+
+
+def _in_ball(x_adv, x):
+    return (x_adv - x).abs().max() <= EPS + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
+
+
+def test_plain_autograd_in_every_mode_and_under_no_grad(classifier, batch):
+    x, y = batch[0][:4], batch[1][:4]
+    for mode in MODES:
+        model = _ttc_module(classifier, mode)
+        with torch.no_grad():
+            a = model(x)
+        with torch.inference_mode():
+            b = model(x)
+        assert a.shape == b.shape == (4, classifier.num_classes) and not a.requires_grad
+        xi = x.clone().requires_grad_(True)
+        loss = F.cross_entropy(model(xi), y)
+        if mode is False:
+            with pytest.raises(RuntimeError, match="inference-only mode") as err:
+                torch.autograd.grad(loss, xi)
+            msg = str(err.value)
+            assert "\n" not in msg and "differentiable='bpda'" in msg and "differentiable='full'" in msg
+        else:
+            (g,) = torch.autograd.grad(loss, xi)
+            assert torch.isfinite(g).all() and g.abs().sum() > 0, mode
+    assert all(p.grad is None and not p.requires_grad for p in classifier.parameters())
+
+
+def test_gradient_modes_predict_what_the_fast_path_predicts(classifier, batch):
+    x = batch[0][:8]
+    ttc = TTC(tau_thres=float("inf"))
+    with torch.no_grad():
+        fast = Defended(ttc, classifier, generator=torch.Generator().manual_seed(3))(x)
+    for mode in ("auto", "bpda", "full"):
+        xi = x.clone().requires_grad_(True)
+        slow = Defended(ttc, classifier, differentiable=mode, generator=torch.Generator().manual_seed(3))(xi)
+        assert torch.equal(slow.argmax(-1), fast.argmax(-1)) and torch.allclose(slow, fast, atol=1e-3), mode
+
+
+class _Blur(Defense):
+    """A defense with no differentiable mode of its own (as a user's might be)."""
+
+    name = "blur"
+
+    def predict(self, classifier, x, generator=None):
+        return classifier(F.avg_pool2d(x, 3, 1, 1))
+
+
+def test_a_defense_without_modes_gets_generic_bpda_and_full_is_refused(classifier, batch):
+    x = batch[0][:4].clone().requires_grad_(True)
+    out = Defended(_Blur(), classifier)(x)
+    with torch.no_grad():
+        assert torch.allclose(out, _Blur()(classifier, x))
+    (g,) = torch.autograd.grad(out.sum(), x)
+    (ref,) = torch.autograd.grad(classifier(x).sum(), x)
+    assert torch.allclose(g, ref)  # the whole defense is identity on the backward pass
+    with pytest.raises(ValueError, match="no differentiable mode 'full'.*bpda"):
+        Defended(_Blur(), classifier, differentiable="full")
+    assert TTE.differentiable_modes == ("full", "bpda")
+
+
+def test_torchattacks_pgd_and_apgd_in_every_mode(classifier, batch):
+    torchattacks = pytest.importorskip("torchattacks")
+    x, y = batch[0][:4], batch[1][:4]
+    for mode in MODES:
+        model = _ttc_module(classifier, mode)
+        for atk in (torchattacks.PGD(model, eps=EPS, alpha=1 / 255, steps=2), torchattacks.APGD(model, eps=EPS, steps=2)):
+            if mode is False:
+                with pytest.raises(RuntimeError, match="inference-only mode"):
+                    atk(x, y)
+            else:
+                assert _in_ball(atk(x, y), x), (mode, type(atk).__name__)
+
+
+def _autoattack():
+    src = os.environ.get("COUNTERCLIP_AUTOATTACK_SRC")
+    if src and src not in sys.path:
+        sys.path.insert(0, src)
+    return pytest.importorskip("autoattack", reason="AutoAttack source absent (set COUNTERCLIP_AUTOATTACK_SRC)")
+
+
+def test_autoattack_custom_in_every_mode(classifier, batch, capsys):
+    AutoAttack = _autoattack().AutoAttack
+    x, y = batch[0][:4], batch[1][:4]
+    for mode in MODES:
+        model = _ttc_module(classifier, mode)
+        for attacks in (["apgd-ce", "apgd-t"], ["square"]):
+            aa = AutoAttack(model, norm="Linf", eps=EPS, version="custom", attacks_to_run=attacks, verbose=False,
+                            device="cpu", seed=0)
+            aa.apgd.n_iter = aa.apgd_targeted.n_iter = 2
+            aa.apgd_targeted.n_target_classes = 2
+            aa.square.n_queries = 10
+            if mode is False and attacks[0].startswith("apgd"):
+                with pytest.raises(RuntimeError, match="inference-only mode"):
+                    aa.run_standard_evaluation(x, y, bs=4)
+            else:
+                assert _in_ball(aa.run_standard_evaluation(x, y, bs=4), x), (mode, attacks)
+    assert "randomized defense" in capsys.readouterr().out  # AutoAttack's own check saw TTC's randomness
