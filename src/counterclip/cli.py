@@ -84,7 +84,21 @@ def _cmd_train_tiny(args) -> int:
     return 0
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"counterclip: warning: {message}\n"
+
+
 def main(argv=None) -> int:
+    import warnings
+
+    saved, warnings.formatwarning = warnings.formatwarning, _one_line_warning  # one line naming the file
+    try:
+        return _main(argv)
+    finally:
+        warnings.formatwarning = saved
+
+
+def _main(argv) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -28,7 +28,9 @@ from .config import EvalConfig
 from .distributed import Dist
 from .metrics import accuracy_metrics
 from .sampling import select_indices
-from .state import file_sha256, load_tensors, save_tensors, stable_hash, write_json, write_npz
+from .integrity import seal_record
+from .state import (file_sha256, json_plain, load_tensors, read_finished, save_tensors, stable_hash,
+                    write_json, write_npz)
 from .zeroshot import versions
 
 ADAPTIVE_FOR = {  # which adaptive attacks apply to which defense
@@ -51,6 +53,7 @@ class GridRunner:
         self.model_id = {"model": cfg.model, "pretrained": cfg.pretrained,
                          "vision_checkpoint_sha256": file_sha256(cfg.vision_checkpoint) if cfg.vision_checkpoint
                          else None, "weights_sha256": weights_fingerprint(cfg.model, cfg.pretrained)}
+        self._config_keys: dict[Path, str] = {}  # record path -> its full configuration key (record_path)
         self._fresh: set[Path] = set()  # cell folders (re)started in this run (--overwrite)
         self.summary: list[dict] = []
         self.written: list[Path] = []
@@ -323,23 +326,26 @@ class GridRunner:
         return cfg
 
     def record_path(self, aname, eps, attack, dname, defense, threat, adaptive=None) -> Path:
+        path, self._config_keys[path] = self.record_key(aname, eps, attack, dname, defense, threat, adaptive)
+        return path
+
+    def record_key(self, aname, eps, attack, dname, defense, threat, adaptive=None) -> tuple[Path, str]:
+        """The record's path and its full configuration key (kept in the record, checked on resume)."""
         key = {**self.base_key, "attack": self.attack_record_cfg(aname, eps, attack), "defense": dname,
                "params": defense.params(), "threat_model": threat,
                "adaptive": adaptive.config() if adaptive is not None else None, "limit": self.cfg.limit}
         stem = f"{aname}_{eps_str(eps).replace('/', '-')}_{dname}_{threat}_{stable_hash(key, 8)}"
-        return self.out / self.data.name / f"{stem}.json"
+        return self.out / self.data.name / f"{stem}.json", stable_hash(key, 32)
 
     def finished(self, path: Path):
         """A finished cell's per-sample robust correctness (its record and sidecar exist), else None. Finished
         cells are never recomputed unless --overwrite."""
-        if self.cfg.overwrite or not path.is_file() or not path.with_suffix(".npz").is_file():
+        if self.cfg.overwrite:
             return None
-        try:
-            rec = json.loads(path.read_text())
-            with np.load(path.with_suffix(".npz")) as z:
-                robust = torch.from_numpy(z["robust_correct"].astype(bool))
-        except (OSError, ValueError, KeyError):
+        found = read_finished(path, self._config_keys.get(path))
+        if found is None or "robust_correct" not in found[1]:
             return None
+        rec, robust = found[0], torch.from_numpy(found[1]["robust_correct"].astype(bool))
         if self.dist.is_main:
             self.summary.append(rec)
             self.written.append(path)
@@ -372,12 +378,13 @@ class GridRunner:
         if attack_time_s is not None:
             rec["attack_time_s"] = round(attack_time_s, 2)
         rec["versions"] = versions()
-        path = self.record_path(aname, eps, attack, dname, defense, threat, adaptive)
+        path, config_key = self.record_key(aname, eps, attack, dname, defense, threat, adaptive)
         rec["sidecar"] = path.with_suffix(".npz").name
-        write_npz(path.with_suffix(".npz"), {
+        side_sha = write_npz(path.with_suffix(".npz"), {
             "index": self.clean["idx"].numpy().astype(np.int64), "label": self.labels.numpy().astype(np.int64),
             "clean_correct": clean_correct.numpy().astype(bool), "robust_correct": robust_correct.numpy().astype(bool),
             "clean_tau": tau_clean.numpy().astype(np.float32), "adv_tau": tau_adv.numpy().astype(np.float32)})
+        rec = seal_record(json_plain(rec), config_key, side_sha)
         write_json(path, rec)
         self.written.append(path)
         self.summary.append(rec)

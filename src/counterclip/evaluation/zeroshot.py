@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -10,8 +9,10 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
+from .integrity import seal_record
 from .metrics import accuracy_metrics
 from .sampling import select_indices
+from .state import json_plain, stable_hash, write_json
 
 
 def versions() -> dict:
@@ -58,10 +59,11 @@ def run_zeroshot(model_name: str, dataset_name: str, output: str | Path, pretrai
               "dataset": data.name, "split": data.split, "task": "zeroshot_classification",
               "templates": data.templates, "metrics": {**accuracy_metrics("clean", correct, n), "n_samples": n},
               "limit": limit, "seed": seed, "time_s": round(time.time() - t0, 2), "versions": versions()}
-    out = Path(output)
-    out.mkdir(parents=True, exist_ok=True)
     safe_model = model_name.replace("/", "_").replace(":", "_")
-    path = out / f"zeroshot_{safe_model}_{data.name}.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    path = Path(output) / f"zeroshot_{safe_model}_{data.name}.json"
+    key = stable_hash({k: record[k] for k in ("model", "pretrained", "vision_checkpoint", "dataset", "split",
+                                              "templates", "limit", "seed")}, 32)
+    record = seal_record(json_plain(record), key, None)
+    write_json(path, record)  # atomic and sealed, like the grid's records
     record["_path"] = str(path)
     return record

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..budgets import eps_str as _format_eps
 from ..errors import CounterclipError
+from ..evaluation.integrity import file_matches, record_problem
 
 SIDECAR_FIELDS = ("index", "label", "clean_correct", "robust_correct", "clean_tau", "adv_tau")
 
@@ -154,6 +155,11 @@ def _load_sidecar(rec: Record):
     if not rec.sidecar_path.is_file():
         rec.sidecar_problem = f"sidecar {rec.sidecar_path.name} missing"
         return False
+    integ = rec.raw.get("integrity")
+    if isinstance(integ, dict) and not file_matches(rec.sidecar_path, integ.get("sidecar_sha256")):
+        rec.sidecar_problem = f"sidecar {rec.sidecar_path.name} damaged (checksum mismatch)"
+        warnings.warn(f"report: {rec.path}: {rec.sidecar_problem}; its per-sample data is not used", stacklevel=2)
+        return False
     try:
         with np.load(rec.sidecar_path, allow_pickle=False) as z:
             missing = [k for k in ("index", "robust_correct") if k not in z.files]
@@ -239,7 +245,19 @@ def load_records(run_dir, skip_under=(), problems: list | None = None) -> list[R
             continue
         if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
             continue
-        records.append(_parse_record(data, path, run_dir))
+        problem = record_problem(data)
+        if problem is None:
+            try:
+                rec = _parse_record(data, path, run_dir)
+            except Exception as exc:  # valid JSON of the wrong shape: name it, never a traceback
+                problem = f"malformed ({type(exc).__name__}: {exc})"
+        if problem is not None:
+            msg = f"skipped damaged record {rel.as_posix()}: {problem}"
+            warnings.warn(f"report: {msg}", stacklevel=2)
+            if problems is not None:
+                problems.append(msg)
+            continue
+        records.append(rec)
     if not records:
         raise CounterclipError(f"report: no result records (JSON files with \"metrics\") found under {run_dir}")
     _assign_labels(records)
