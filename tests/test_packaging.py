@@ -47,3 +47,9 @@ def test_wheel_has_dataset_metadata(wheel):
 def test_wheel_has_the_code_and_entry_point(wheel):
     assert "counterclip/cli.py" in wheel and "counterclip/models/clip_model.py" in wheel
     assert any(n.endswith(".dist-info/entry_points.txt") for n in wheel)
+
+
+def test_wheel_has_reference_prompt_sets(wheel):
+    names = sorted(p.name for p in (ROOT / "src/counterclip/data/metadata/reference").glob("*.json"))
+    assert len(names) == 17
+    assert all(f"counterclip/data/metadata/reference/{n}" in wheel for n in names)

@@ -29,6 +29,12 @@ def _add_data_args(p: argparse.ArgumentParser, required=True) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
+def _add_prompts_arg(p: argparse.ArgumentParser, default="clip") -> None:
+    p.add_argument("--prompts", choices=["clip", "reference"], default=default,
+                   help="class names and templates: clip (curated lists) or reference (exactly as the reference "
+                        "TTC code forms them; see `counterclip datasets show KEY --prompts reference`)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -41,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("zeroshot", help="zero-shot top-1 accuracy of a model on a dataset (one JSON record)")
     _add_model_args(p)
     _add_data_args(p)
+    _add_prompts_arg(p)
     p.add_argument("--output", required=True, help="directory for the JSON record")
     p.set_defaults(func=_cmd_zeroshot)
 
@@ -55,9 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default=None)
     p.set_defaults(func=_cmd_train_tiny)
 
-    from . import cli_commands
+    from . import cli_commands, cli_datasets
 
     cli_commands.register(sub, _add_model_args, _add_data_args)
+    cli_datasets.register(sub)
     return parser
 
 
@@ -66,7 +74,8 @@ def _cmd_zeroshot(args) -> int:
 
     rec = run_zeroshot(args.model or "tiny-fmnist", args.dataset, args.output, pretrained=args.pretrained,
                        vision_checkpoint=args.vision_checkpoint, data_root=args.data_root, download=args.download,
-                       limit=args.limit, batch_size=args.batch_size, device=args.device, seed=args.seed)
+                       limit=args.limit, batch_size=args.batch_size, device=args.device, seed=args.seed,
+                       prompts=args.prompts)
     m = rec["metrics"]
     lo, hi = m["clean_acc_ci95"]
     print(f"{rec['model']} on {rec['dataset']}: top-1 {m['clean_acc']:.4f} (95% CI {lo:.4f}-{hi:.4f}, "

@@ -14,6 +14,9 @@ def register(sub, add_model_args, add_data_args) -> None:
     p.add_argument("--dataset", default=None, help="comma list of registry keys (cifar10,imagenet,...)")
     p.add_argument("--data-root", default=None)
     p.add_argument("--download", action="store_true", help="let torchvision download missing datasets")
+    p.add_argument("--prompts", choices=["clip", "reference"], default=None,
+                   help="class names and templates: clip (curated, the default) or reference (as the reference TTC "
+                        "code forms them; --preset paper's default)")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="paper: the paper's full protocol; tiny: the embedded model with larger budgets")
     p.add_argument("--attack", default=None, help="comma list of none,pgd,cw,apgd-ce,apgd-dlr (default none)")
@@ -78,7 +81,7 @@ def eval_config(args):
         ttc_step_size=args.ttc_step_size, beta=args.beta, threat_model=args.threat_model,
         adaptive_attacks=adaptive, eot_samples=args.eot_samples, limit=args.limit, batch_size=args.batch_size,
         seed=args.seed, device=args.device, overwrite=args.overwrite, image_size=preset.get("image_size"),
-        resize=preset.get("resize"), precision=args.precision)
+        resize=preset.get("resize"), precision=args.precision, prompts=given(args.prompts, "prompts", "clip"))
 
 
 def _cmd_eval(args) -> int:

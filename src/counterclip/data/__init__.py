@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 
 from ..errors import UnknownNameError
 from . import fashion_mnist, paper
+from .prompts import DEFAULT_PROMPTS, PROMPT_STYLES, check_style, prompt_set
 
 
 @dataclass
@@ -29,6 +30,7 @@ class LoadedDataset:
     split: str
     preprocess: str = ""  # described in result records and cache keys
     extra: dict = field(default_factory=dict)
+    prompts: str = "clip"  # the prompt style of classnames/templates (data/prompts.py)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -57,15 +59,19 @@ def _to_rgb(im):  # a named function, not a lambda: DataLoader workers must pick
     return im.convert("RGB")
 
 
-def _fashion_mnist(split, data_root, download, image_size, resize):
+def _fashion_mnist(split, data_root, download, image_size, resize, prompts="clip"):
+    ps = prompt_set("fashion-mnist", prompts)
     images, labels = fashion_mnist.load_arrays(split, data_root, download)
     ds = TensorImages(fashion_mnist.to_rgb_tensor(images), torch.from_numpy(labels))
-    return LoadedDataset("fashion-mnist", ds, list(fashion_mnist.CLASSNAMES), ["a photo of a {}."], split,
-                         preprocess="native 28x28 grayscale->RGB")
+    return LoadedDataset("fashion-mnist", ds, ps["classnames"], ps["templates"], split,
+                         preprocess="native 28x28 grayscale->RGB", prompts=prompts)
 
 
-def _imagefolder(split, data_root, download, image_size, resize):
+def _imagefolder(split, data_root, download, image_size, resize, prompts="clip"):
     from . import imagefolder
+
+    if prompts != "clip":
+        prompt_set("imagefolder", prompts)  # raises: class names come from the folders
 
     ds, classnames = imagefolder.build(data_root, pil_transform(image_size, resize))
     return LoadedDataset("imagefolder", ds, classnames, ["a photo of a {}."], split,
@@ -85,9 +91,13 @@ def list_datasets() -> list[str]:
 
 
 def get_dataset(name: str, split: str = "test", data_root=None, download: bool = False, image_size: int = 224,
-                resize: int | None = None) -> LoadedDataset:
-    """Load a registered dataset; a missing one fails with where it looked and how to get it."""
+                resize: int | None = None, prompts: str = DEFAULT_PROMPTS) -> LoadedDataset:
+    """Load a registered dataset; a missing one fails with where it looked and how to get it.
+
+    prompts: ``"clip"`` (curated class names, the default) or ``"reference"`` (exactly as the reference TTC
+    code forms them, spec section 7; for ImageNet that drops class n03710637 and its images)."""
     key = name.lower()
     if key not in BUILDERS:
         raise UnknownNameError("dataset", name, BUILDERS)
-    return BUILDERS[key](split, data_root, download, image_size, resize)
+    check_style(prompts)
+    return BUILDERS[key](split, data_root, download, image_size, resize, prompts=prompts)

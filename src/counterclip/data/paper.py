@@ -270,16 +270,14 @@ def _missing_message(spec: PaperDataset, root: Path, missing: list, download: bo
             f"To get it: {howto}. Point elsewhere with --data-root or ${DATA_ENV}.")
 
 
-def _align_classnames(spec: PaperDataset, native) -> list[str]:
+def _align_classnames(spec: PaperDataset, native, names: list[str], raw) -> list[str]:
     """Packaged names in the label order of the data on disk (checked against its class identifiers)."""
-    meta = spec.meta
-    names = list(meta["classnames"])
+    names = list(names)
     if native is None:
         return names
     if len(native) != len(names):
         raise CounterclipError(f"dataset {spec.key}: the data on disk has {len(native)} classes, the packaged "
                                f"class list {len(names)}; is this the right dataset/version?")
-    raw = meta.get("raw_classes")
     if raw is None:
         return names
     pos = {_norm(r): i for i, r in enumerate(raw)}
@@ -295,10 +293,37 @@ def _align_classnames(spec: PaperDataset, native) -> list[str]:
     return [names[i] for i in order]
 
 
-def build(key: str, split: str, data_root, download: bool, image_size: int, resize):
+def _drop_classes(ds, native, drop: list[str]):
+    """Remove whole classes (folder and images) from an ImageFolder-like dataset and renumber the rest, as the
+    reference does for ImageNet's duplicate n03710637. Returns the remaining class identifiers."""
+    if native is None or not any(d in native for d in drop):
+        return native
+    if not hasattr(ds, "samples"):
+        raise CounterclipError(f"cannot drop classes {drop} from a {type(ds).__name__}")
+    gone = {native.index(d) for d in drop if d in native}
+    new_index, kept = {}, []
+    for i, c in enumerate(native):
+        if i not in gone:
+            new_index[i] = len(kept)
+            kept.append(c)
+    ds.samples = [(path, new_index[t]) for path, t in ds.samples if t not in gone]
+    ds.imgs = ds.samples
+    ds.targets = [t for _, t in ds.samples]
+    for attr in ("wnids", "classes"):
+        value = getattr(ds, attr, None)
+        if isinstance(value, list) and len(value) == len(native):
+            setattr(ds, attr, [v for i, v in enumerate(value) if i not in gone])
+    if hasattr(ds, "class_to_idx"):
+        ds.class_to_idx = {c: i for i, c in enumerate(kept)}
+    return kept
+
+
+def build(key: str, split: str, data_root, download: bool, image_size: int, resize, prompts: str = "clip"):
     from . import LoadedDataset, pil_transform
+    from .prompts import prompt_set
 
     spec = SPECS[key]
+    ps = prompt_set(key, prompts)
     if split not in spec.splits:
         raise CounterclipError(f"dataset {key} has splits {', '.join(sorted(spec.splits))}, not {split!r}")
     native = spec.splits[split]
@@ -325,18 +350,22 @@ def build(key: str, split: str, data_root, download: bool, image_size: int, resi
         native_classes = spec.native_classes(ds)
     except Exception:
         native_classes = None
-    classnames = _align_classnames(spec, native_classes)
-    meta = spec.meta
-    return LoadedDataset(key, ds, classnames, list(meta["templates"]), native,
-                         preprocess=f"Resize({resize or image_size})+CenterCrop({image_size})",
-                         extra={"data_root": str(root), "requested_split": split,
-                                "classnames_source": meta["classnames_source"]})
+    if ps.get("drop_classes"):
+        native_classes = _drop_classes(ds, native_classes, ps["drop_classes"])
+    classnames = _align_classnames(spec, native_classes, ps["classnames"], ps.get("raw_classes"))
+    extra = {"data_root": str(root), "requested_split": split, "classnames_source": ps["source"],
+             "prompts": prompts}
+    if ps.get("drop_classes"):
+        extra["dropped_classes"] = list(ps["drop_classes"])
+    return LoadedDataset(key, ds, classnames, list(ps["templates"]), native,
+                         preprocess=f"Resize({resize or image_size})+CenterCrop({image_size})", extra=extra,
+                         prompts=prompts)
 
 
 def builder(key: str):
-    """A ``BUILDERS`` entry: ``(split, data_root, download, image_size, resize) -> LoadedDataset``."""
-    def _build(split, data_root, download, image_size, resize):
-        return build(key, split, data_root, download, image_size, resize)
+    """A ``BUILDERS`` entry: ``(split, data_root, download, image_size, resize, prompts=) -> LoadedDataset``."""
+    def _build(split, data_root, download, image_size, resize, prompts="clip"):
+        return build(key, split, data_root, download, image_size, resize, prompts)
 
     _build.__name__ = f"_build_{key.replace('-', '_')}"
     return _build

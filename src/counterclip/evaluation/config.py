@@ -16,7 +16,7 @@ PRESETS = {
     # 4/255 with step 1/255, TTC defaults
     "paper": {"model": "ViT-B-32", "pretrained": "openai", "datasets": PAPER_DATASETS, "attacks": ["pgd", "cw"], "eps": ["1/255", "4/255"], "steps": 10,
               "step_size": "1/255", "defenses": ["none", "rn", "ttc", "tte", "anti-adversary", "hedge"],
-              "resize": 256, "image_size": 224},
+              "resize": 256, "image_size": 224, "prompts": "reference"},
     # the embedded model: 28 px grayscale images are far less fragile than photos, so larger budgets too
     "tiny": {"model": "tiny-fmnist", "datasets": ["fashion-mnist"], "attacks": ["pgd"],
              "eps": ["1/255", "4/255", "8/255", "16/255"], "steps": 10, "step_size": "auto",
@@ -55,6 +55,7 @@ class EvalConfig:
     image_size: int | None = None  # default: the model's input size
     resize: int | None = None
     precision: str = "fp32"  # the defense's passes only; attacks always run in fp32
+    prompts: str = "clip"  # class names / templates style: clip or reference (data/prompts.py)
     probe_size: int = 32  # images the sanity checks probe
 
     def validate(self) -> "EvalConfig":
@@ -93,6 +94,9 @@ class EvalConfig:
                 raise ValueError("--adaptive-attack needs --threat-model adaptive or both")
         if self.batch_size < 1 or self.steps < 0 or self.eot_samples < 1:
             raise ValueError("--batch-size and --eot-samples must be >= 1, --steps >= 0")
+        from ..data.prompts import check_style
+
+        check_style(self.prompts)
         self.datasets = list(dict.fromkeys(self.datasets))  # a repeated name is evaluated once
         return self
 

@@ -137,7 +137,7 @@ class GridRunner:
             if self.data.name == "imagefolder":  # one folder, no splits
                 raise CounterclipError("imagefolder has no train split")
             held = get_dataset(self.data.name, split="train", data_root=self.cfg.data_root,
-                               image_size=self.image_size, resize=self.cfg.resize)
+                               image_size=self.image_size, resize=self.cfg.resize, prompts=self.cfg.prompts)
             source, pool = f"{self.data.name} train split", torch.arange(len(held))
         except (CounterclipError, ValueError):  # no train split here: held-out test images instead
             held = self.data
@@ -173,7 +173,7 @@ class GridRunner:
         cfg = self.cfg
         self.image_size = cfg.image_size or self.model.image_size
         self.data = get_dataset(name, data_root=cfg.data_root, download=cfg.download, image_size=self.image_size,
-                                resize=cfg.resize)
+                                resize=cfg.resize, prompts=cfg.prompts)
         self.clf = ZeroShotClassifier(self.model, self.data.classnames, self.data.templates)
         self.indices = select_indices(len(self.data), cfg.limit, cfg.seed)
         self._start, self._end = self.dist.shard(len(self.indices))
@@ -366,7 +366,7 @@ class GridRunner:
                "dataset": self.data.name, "split": self.data.split, "attack": attack_cfg,
                "defense": {"name": dname, "params": params}, "threat_model": threat,
                "metrics": {**accuracy_metrics("clean", nc, n), **accuracy_metrics("robust", nr, n), "n_samples": n},
-               "seed": cfg.seed, "limit": cfg.limit, "templates": self.data.templates,
+               "seed": cfg.seed, "limit": cfg.limit, "prompts": self.data.prompts, "templates": self.data.templates,
                "preprocess": self.data.preprocess, "adv_storage": "fp16 perturbation, re-projected on load"}
         if adaptive is not None:
             rec["adaptive_attack"] = adaptive.config()
