@@ -34,7 +34,8 @@ def register(sub, add_model_args, add_data_args) -> None:
     p.add_argument("--threat-model", choices=THREAT_MODELS, default="oblivious",
                    help="oblivious (the paper's protocol), adaptive (attacks through each defense) or both")
     p.add_argument("--adaptive-attack", default=None,
-                   help="comma list of eot-pgd,bpda-pgd,tau-aware (default: every one that applies)")
+                   help="comma list of eot-pgd,bpda-pgd,gate-aware (tau-aware: its name for TTC) (default: every one "
+                        "that applies, read from each defense's description)")
     p.add_argument("--eot-samples", type=int, default=8, help="EOT draws per step for randomised defenses")
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
                    help="the defense's passes only; attacks always run in fp32")

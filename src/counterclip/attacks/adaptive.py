@@ -13,10 +13,13 @@ needs; both are here, and both run against every defense in ``counterclip.defens
   second order, straight-through sign/clipping, constant tau gate; see ``TTC.differentiable``);
   ``mode="bpda"`` treats the purification as identity on the backward pass (cheap, first order).
   Deterministic defenses (TTE, Anti-adversary, none) use one sample. With ``NoDefense`` it is PGD.
-* ``TauAwarePGD`` (``"tau-aware"``, TTC only): keep ``tau >= tau_thres`` so that TTC's gate leaves the image
-  alone (TTC then only adds its delta0 noise) while maximising the classification loss of the undefended
-  classifier on ``x + delta0``: ``CE - lambda * relu(tau_thres + margin - tau(x_adv))``, run for each lambda of
-  a grid, keeping per image the best result.
+* ``GateAwarePGD`` (``"gate-aware"``; ``"tau-aware"`` is its name for TTC): every gated defense (TTC's tau,
+  CSR's cosine gate, MAC's corruption degree) lets an input through unpurified when its gate score is on the
+  "clean" side of a threshold. The attack reads the defense's own description of that gate (``gate_terms``,
+  ``gate_threshold``, ``gate_purifies``: see ``Defense``) and maximises the classification loss of what the
+  defense returns for an unpurified input (TTC: the classifier on ``x + delta0``) minus ``lambda`` times a hinge
+  that keeps the score on the unpurified side, run for each lambda of a grid, keeping per image the best
+  result.
 
 Call contract: ``attack(defense, classifier, x, y, generator=None) -> x_adv``; ``x`` and ``x_adv`` in [0,1],
 ``x_adv`` in the eps-ball around ``x``, random start, fp32, untargeted, gradients w.r.t. the input only (model
@@ -34,9 +37,9 @@ with fresh, independent randomness on the returned image:
   deterministic defense this is "a misclassified iterate if any, else the highest-loss one" (as APGD does),
   judged exactly. ``keep="last"`` returns the final iterate (then ``EOTPGD`` on ``NoDefense`` is exactly
   ``PGD`` with the same generator).
-* ``TauAwarePGD`` scores each lambda's final iterate with TTC's fast path on ``eot_samples`` attacker-side
-  draws (the same fixed draws for every lambda): the highest fraction misclassified wins, ties broken by the
-  mean cross-entropy of TTC's output (which already includes the gate).
+* ``GateAwarePGD`` scores each lambda's final iterate with the defense's fast path on ``eot_samples``
+  attacker-side draws (the same fixed draws for every lambda): a candidate replaces an earlier one only where it
+  is misclassified on more draws.
 """
 
 from __future__ import annotations
@@ -47,15 +50,14 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..defenses.base import Defended, NoDefense
-from ..defenses.ttc import TTC
+from ..defenses.base import Defended, NoDefense, has_gate
 from ..errors import UnknownNameError
 from .base import input_grad
 from .pgd import PGD
 
 MODES = ("full", "bpda")
 KEEP = ("best", "last")
-ADAPTIVE_ATTACKS = ("eot-pgd", "bpda-pgd", "tau-aware")
+ADAPTIVE_ATTACKS = ("eot-pgd", "bpda-pgd", "gate-aware", "tau-aware")
 
 
 def _derived_seed(seed: int, stream: str, copy: int) -> int:
@@ -207,22 +209,24 @@ class EOTPGD(AdaptiveAttack):
         return cfg
 
 
-class TauAwarePGD(AdaptiveAttack):
-    """``TauAwarePGD(eps, steps=10, step_size=1/255, lambdas=(0, 1, 10, 100), margin=None, margin_frac=0.1,
-    eot_samples=4, norm="linf", generator=None)``: the gate-evasion attack on TTC (module docstring).
+class GateAwarePGD(AdaptiveAttack):
+    """``GateAwarePGD(eps, steps=10, step_size=1/255, lambdas=(0, 1, 10, 100), margin=None, margin_frac=0.1,
+    eot_samples=4, norm="linf", generator=None)``: gate evasion against any gated defense (module docstring).
 
-    Per step it ascends, per image, ``mean_k CE(f(x_adv + delta0_k), y) - lambda * mean_k relu(tau_thres + margin
-    - tau_k(x_adv))`` over ``eot_samples`` draws ``delta0_k`` of TTC's own random start (fresh every step),
-    with ``tau_k = ||f_tau(x_adv + delta0_k) - f_tau(x_adv)|| / ||f_tau(x_adv)||`` differentiated through both
-    terms (``f_tau`` is TTC's ``tau_encoder`` when set, else the classifier's encoder). The CE is on what a
-    gated TTC classifies, ``x_adv + delta0`` (the undefended classifier; the embedding is shared with tau's when
-    there is no separate tau encoder). The oblivious PGD point is a candidate too, so the attack is never
-    weaker than the attack it extends when no lambda can open the gate. ``margin=None`` is ``margin_frac * tau_thres``, read at attack time (so an
-    ``"auto"`` threshold calibrated later is used). Needs a finite threshold (``"auto"`` calibrated or a float);
-    against RN (``steps=0``, no gate) only lambda = 0 runs; against ``NoDefense`` it is PGD.
+    The defense describes its gate (``Defense.gate_terms`` / ``gate_threshold`` / ``gate_purifies``); this
+    attack knows no defense by name. Per step it ascends, per image,
+    ``mean_k CE(z_k, y) - lambda * mean_k hinge_k`` over ``eot_samples`` draws of the defense's randomness (fresh
+    every step), where ``(z_k, s_k) = defense.gate_terms(classifier, x_adv, draw_k)`` are the logits the defense
+    returns when its gate lets the input through and the gate score, and the hinge keeps the score on the
+    unpurified side with a margin: ``relu(thr + margin - s)`` when the defense purifies below the threshold
+    (TTC's tau, CSR's cosine), ``relu(s - thr + margin)`` when it purifies above it (MAC's corruption degree).
+    The oblivious PGD point is a candidate too, so the attack is never weaker than the attack it extends when
+    no lambda can open the gate. ``margin=None`` is ``margin_frac * |thr|``, read at attack time (so an
+    ``"auto"`` threshold calibrated later is used). Needs a finite threshold; a gate-capable defense with its
+    gate off (RN = TTC with 0 steps) runs lambda = 0 only; against ``NoDefense`` it is PGD.
     """
 
-    name = "tau-aware"
+    name = "gate-aware"
 
     def __init__(self, eps, steps: int = 10, step_size=1 / 255, lambdas=(0.0, 1.0, 10.0, 100.0), margin=None,
                  margin_frac: float = 0.1, eot_samples: int = 4, norm: str = "linf", include_oblivious: bool = True,
@@ -241,42 +245,43 @@ class TauAwarePGD(AdaptiveAttack):
         self.last_lambda = None  # the lambda whose result was kept, per sample
 
     def margin_for(self, thr: float) -> float:
-        return self.margin if self.margin is not None else self.margin_frac * thr
+        return self.margin if self.margin is not None else self.margin_frac * abs(thr)
+
+    def samples_for(self, defense) -> int:
+        return self.eot_samples if getattr(defense, "randomized", False) else 1
 
     def _check(self, defense):
         if isinstance(defense, NoDefense):
             return None
-        if not isinstance(defense, TTC):
-            raise TypeError(f"the tau-aware attack targets TTC's gate; {type(defense).__name__} has none "
+        if not has_gate(defense):
+            raise TypeError(f"the {self.name} attack targets a defense's gate; {type(defense).__name__} has none "
                             "(use EOTPGD / build_adaptive('eot-pgd'))")
-        if defense.steps == 0:
-            return None  # RN: no gate, nothing is ever counterattacked
-        thr = defense.threshold()  # raises for an uncalibrated "auto"
+        thr = defense.gate_threshold  # raises for an uncalibrated "auto"
+        if thr is None:
+            return None  # gate switched off (RN): nothing is ever purified
         if math.isinf(thr):
-            raise ValueError("the tau-aware attack needs a finite tau_thres (a float, or 'auto' calibrated with "
-                             "ttc.calibrate): with tau_thres=inf every image is counterattacked whatever its tau")
-        return thr
+            raise ValueError(f"the {self.name} attack needs a finite gate threshold (a float, or 'auto' "
+                             "calibrated): with an infinite one every input is purified whatever its score")
+        return float(thr)
 
-    def _objective(self, ttc: TTC, classifier, x_adv, y, gens, lam: float, thr, margin: float):
-        """Per-sample objective, and the mean tau over the draws."""
-        k = self.eot_samples
+    def _hinge(self, defense, score, thr, margin):
+        if defense.gate_purifies == "below":
+            return F.relu(thr + margin - score)
+        return F.relu(score - thr + margin)
+
+    def _objective(self, defense, classifier, x_adv, y, gens, lam: float, thr, margin: float, k: int):
+        """Per-sample objective, and the mean gate score over the draws."""
         xr, yr = _stack(x_adv, k), _stack(y, k)
-        d0 = ttc.random_start(xr.detach(), gens).detach()
-        enc = classifier.encode_image
-        tau_enc = ttc.tau_encoder or enc
-        e0 = tau_enc(xr + d0).float()
-        e_cls = enc(xr + d0).float() if ttc.tau_encoder is not None else e0
-        ce = self.loss_per_sample(classifier.logits_from_embeddings(e_cls), yr).view(k, -1).mean(0)
+        logits, score = defense.gate_terms(classifier, xr, gens)
+        ce = self.loss_per_sample(logits, yr).view(k, -1).mean(0)
         if thr is None or lam == 0:
             return ce, None
-        a = _stack(tau_enc(x_adv).float(), k)
-        tau = ((e0 - a).norm(dim=-1) / a.norm(dim=-1)).view(k, -1)
-        return ce - lam * F.relu(thr + margin - tau).mean(0), tau.detach().mean(0)
+        score = score.view(k, -1)
+        return ce - lam * self._hinge(defense, score, thr, margin).mean(0), score.detach().mean(0)
 
     @torch.no_grad()
-    def _score(self, ttc: TTC, classifier, x_adv, y, gens):
-        k = self.eot_samples
-        logits = ttc(classifier, _stack(x_adv, k), gens)
+    def _score(self, defense, classifier, x_adv, y, gens, k: int):
+        logits = defense(classifier, _stack(x_adv, k), gens)
         yr = _stack(y, k)
         wrong = (logits.argmax(-1) != yr).view(k, -1).float().mean(0)
         loss = F.cross_entropy(logits.float(), yr, reduction="none").view(k, -1).mean(0)
@@ -288,28 +293,29 @@ class TauAwarePGD(AdaptiveAttack):
         thr = self._check(defense)
         lambdas = self.lambdas if thr is not None else (0.0,)
         margin = self.margin_for(thr) if thr is not None else 0.0
-        select = _fixed_draws(generator, self.eot_samples, "tau-aware-select")
+        k = self.samples_for(defense)
+        select = _fixed_draws(generator, k, f"{self.name}-select")
         # the first candidate is the paper's oblivious attack (PGD on the undefended classifier): when no lambda
-        # can open the gate (tau far below tau_thres), evading it cannot help, and the attack must not end up
-        # weaker than the oblivious one it extends
+        # can open the gate, evading it cannot help, and the attack must not end up weaker than the oblivious
+        # one it extends
         if self.include_oblivious:
             best = self._x_init if self._x_init is not None else self.perturb(classifier, x, y, generator).detach()
-            best_wrong, best_loss = self._score(defense, classifier, best, y, select())
+            best_wrong, best_loss = self._score(defense, classifier, best, y, select(), k)
         else:
             best = x.clone()
             best_wrong = torch.full((len(x),), -1.0, device=x.device)
             best_loss = torch.full((len(x),), -math.inf, device=x.device)
         best_lam = torch.full((len(x),), float("nan"), device=x.device)
         for lam in lambdas:
-            gens = copy_generators(generator, self.eot_samples, f"tau-aware-{lam:g}")
+            gens = copy_generators(generator, k, f"{self.name}-{lam:g}")
             x_adv = self.random_init(x, generator)
             for _ in range(self.steps):
                 x_adv = x_adv.detach().requires_grad_(True)
-                obj, _ = self._objective(defense, classifier, x_adv, y, gens, lam, thr, margin)
+                obj, _ = self._objective(defense, classifier, x_adv, y, gens, lam, thr, margin, k)
                 grad = input_grad(obj.sum(), x_adv)
                 x_adv = self.project(self.ascent_step(x_adv.detach(), grad), x)
             x_adv = x_adv.detach()
-            wrong, loss = self._score(defense, classifier, x_adv, y, select())
+            wrong, loss = self._score(defense, classifier, x_adv, y, select(), k)
             # strictly more misclassifications on the attacker's own draws; on a tie the earlier candidate (the
             # oblivious point first) stays: a higher loss on a few draws is mostly their noise, and the gate
             # evasion is only worth taking where it pays
@@ -326,15 +332,24 @@ class TauAwarePGD(AdaptiveAttack):
                    include_oblivious=self.include_oblivious,
                    eot_samples=self.eot_samples,
                    selection="per image over the oblivious PGD point (given, or made) and each lambda's result: "
-                             "TTC fast path on fixed attacker-side draws; a later candidate replaces an earlier "
-                             "one only if it is misclassified on more draws (last_lambda is NaN where the "
+                             "the defense's fast path on fixed attacker-side draws; a later candidate replaces an "
+                             "earlier one only if it is misclassified on more draws (last_lambda is NaN where the "
                              "oblivious point was kept)")
         return cfg
 
 
+class TauAwarePGD(GateAwarePGD):
+    """The gate-aware attack under its TTC name (``"tau-aware"``): TTC's gate score is tau. Kept so records and
+    scripts that name it keep working; it is ``GateAwarePGD`` with a different name and random streams, and it
+    always uses ``eot_samples`` draws (TTC is randomised)."""
+
+    name = "tau-aware"
+
+
 def build_adaptive(name: str, eps, **kw) -> AdaptiveAttack:
     """An adaptive attack by its CLI word: ``eot-pgd`` (EOT-PGD through the full differentiable defense),
-    ``bpda-pgd`` (the same with BPDA-identity for the purification), ``tau-aware`` (TTC's gate evasion)."""
+    ``bpda-pgd`` (the same with BPDA-identity for the purification), ``gate-aware`` (gate evasion for any gated
+    defense), ``tau-aware`` (the same under its TTC name)."""
     key = name.lower()
     if key == "eot-pgd":
         return EOTPGD(eps, mode="full", **kw)
@@ -342,4 +357,6 @@ def build_adaptive(name: str, eps, **kw) -> AdaptiveAttack:
         return EOTPGD(eps, mode="bpda", **kw)
     if key == "tau-aware":
         return TauAwarePGD(eps, **kw)
+    if key == "gate-aware":
+        return GateAwarePGD(eps, **kw)
     raise UnknownNameError("adaptive attack", name, ADAPTIVE_ATTACKS)

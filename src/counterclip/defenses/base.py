@@ -58,6 +58,24 @@ class Defense:
         raise ValueError(f"{type(self).__name__} has no differentiable mode {mode!r}; "
                          f"it supports: {', '.join(supported_modes(self))}")
 
+    # -- optional self-description read by attacks (defaults: ungated) ---------------------------------------
+    # A gated defense purifies only inputs its gate flags. ``gate_score`` is its per-sample score (a Tensor[B],
+    # differentiable in x when called with grad enabled), ``gate_threshold`` the threshold on it, and
+    # ``gate_purifies`` the side that gets purified: "below" (score < threshold: TTC's tau, CSR's cosine) or
+    # "above" (score > threshold: MAC's corruption degree). The gate-aware attack reads these three and nothing
+    # else about the defense.
+    gate_threshold = None
+    gate_purifies = "below"
+
+    def gate_score(self, classifier, x, generator=None):
+        return None
+
+    def gate_terms(self, classifier, x, generator=None):
+        """``(logits, score)``: the logits the defense returns for ``x`` when its gate lets ``x`` through
+        unpurified, and the gate score, both with a graph to ``x`` (one draw of the defense's randomness shared
+        by the two). Default: the undefended classifier's logits and ``gate_score``."""
+        return classifier(x), self.gate_score(classifier, x, generator)
+
     def params(self) -> dict:
         return {}
 
@@ -89,6 +107,17 @@ def straight_through(defense, classifier, x, generator=None) -> torch.Tensor:
         defended = defense(classifier, x.detach(), generator)
     undefended = classifier(x)
     return undefended + (defended.to(undefended.dtype) - undefended).detach()
+
+
+def gate_passes(defense, score: torch.Tensor, threshold: float | None = None) -> torch.Tensor:
+    """Per sample: True where the gate lets the input through unpurified (the attacker's goal)."""
+    thr = defense.gate_threshold if threshold is None else threshold
+    return score >= thr if defense.gate_purifies == "below" else score <= thr
+
+
+def has_gate(defense) -> bool:
+    """The defense describes a gate (its class implements ``gate_score``)."""
+    return type(defense).gate_score is not Defense.gate_score
 
 
 class NoDefense(Defense):

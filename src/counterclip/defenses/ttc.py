@@ -134,6 +134,29 @@ class TTC(Defense):
         with self._autocast(x):
             return encoder(x).float()
 
+    # -- the gate, as attacks read it (Defense's self-description) -------------------------------------------
+    gate_purifies = "below"  # tau < tau_thres -> counterattacked
+    gate_name = "tau"  # its gate-aware attack is recorded as "tau-aware"
+
+    @property
+    def gate_threshold(self):
+        """tau_thres (None for RN, which has no gate; raises for an uncalibrated "auto")."""
+        return None if self.steps == 0 else self.threshold()
+
+    def gate_score(self, classifier, x, generator=None):
+        return self.gate_terms(classifier, x, generator)[1]
+
+    def gate_terms(self, classifier, x, generator=None):
+        """(logits of ``x + delta0``, tau) with one delta0 draw; both differentiable in ``x``. A gated image's
+        output is exactly those logits; the embedding is shared with tau's unless a separate tau encoder is set."""
+        d0 = self.random_start(x.detach(), generator).detach()
+        enc = classifier.encode_image
+        tau_enc = self.tau_encoder or enc
+        e0 = tau_enc(x + d0).float()
+        e_cls = enc(x + d0).float() if self.tau_encoder is not None else e0
+        a = tau_enc(x).float()
+        return classifier.logits_from_embeddings(e_cls), (e0 - a).norm(dim=-1) / a.norm(dim=-1)
+
     # -- calibration -----------------------------------------------------------------------------------------
     @torch.no_grad()
     def tau_of(self, encoder, x: torch.Tensor, delta0: torch.Tensor | None = None, generator=None) -> torch.Tensor:

@@ -25,6 +25,8 @@ from ..budgets import eps_str, parse_eps
 from ..defenses import TTC, build_defense
 from ..rng import per_sample_generators
 from .config import EvalConfig
+from .describe import adaptive_attacks_for, cost_summary, gate_pass, gate_summary, run_counted
+from .describe import wanted as adaptive_wanted
 from .distributed import Dist
 from .metrics import accuracy_metrics
 from .sampling import select_indices
@@ -33,10 +35,7 @@ from .state import (file_sha256, json_plain, load_tensors, read_finished, save_t
                     write_json, write_npz)
 from .zeroshot import versions
 
-ADAPTIVE_FOR = {  # which adaptive attacks apply to which defense
-    "ttc": ["eot-pgd", "bpda-pgd", "tau-aware"], "anti-adversary": ["eot-pgd", "bpda-pgd"],
-    "hedge": ["eot-pgd", "bpda-pgd"], "rn": ["eot-pgd"], "tte": ["eot-pgd"],
-}
+GATE_ATTACKS = ("gate-aware", "tau-aware")
 
 
 class GridRunner:
@@ -80,13 +79,14 @@ class GridRunner:
             if res is None:
                 res = compute(cs, ce)
                 save_tensors(path, res)
-            parts.append({k: res[k] for k in gather_keys})
+            parts.append({k: res[k] for k in gather_keys if k in res})  # chunks saved before a key existed lack it
             bar.update(ce - cs)
         bar.close()
-        local = {k: torch.cat([p[k] for p in parts]) if parts else torch.empty(0) for k in gather_keys}
+        keys = [k for k in gather_keys if all(k in p for p in parts)]
+        local = {k: torch.cat([p[k] for p in parts]) if parts else torch.empty(0) for k in keys}
         merged = self.dist.gather(local)
         self.last_elapsed = time.time() - t0
-        return {k: torch.cat([m[k] for m in merged]) for k in gather_keys}
+        return {k: torch.cat([m[k] for m in merged]) for k in keys if all(k in m for m in merged)}
 
     def batch(self, cs: int, ce: int):
         idx = self.indices[cs:ce]
@@ -201,9 +201,11 @@ class GridRunner:
         self.clean = clean
         self.labels = clean["y"]
         clean_def, clean_time = {}, {}
+        self.clean_gate, self.clean_cost = {}, {}
         for d in defenses:
             clean_def[d] = self.defense_cell(d, defenses[d], None, None)
             clean_time[d] = self.last_elapsed
+            self.clean_gate[d], self.clean_cost[d] = self.last_gate, self.last_cost
 
         configs = [("none", 0.0)] if "none" in cfg.attacks else []
         configs += [(a, parse_eps(e)) for a in cfg.attacks if a != "none"
@@ -213,7 +215,8 @@ class GridRunner:
                 for d in defenses:
                     if self.finished(self.record_path(aname, eps, None, d, defenses[d], "oblivious")) is None:
                         self.write_record(aname, eps, None, d, defenses[d], "oblivious", clean_def[d], clean_def[d],
-                                          clean["tau"], clean["tau"], time_s=clean_time[d])
+                                          clean["tau"], clean["tau"], time_s=clean_time[d],
+                                          cost=self.clean_cost[d], gate=self.clean_gate[d])
                 continue
             attack = self.attack_for(aname, eps)
             akey = {**self.base_key, "attack": attack.config()}
@@ -237,12 +240,12 @@ class GridRunner:
                 self.obliv[(aname, eps, d)] = rob
                 self.write_record(aname, eps, attack, d, defenses[d], "oblivious", clean_def[d], rob,
                                   clean["tau"], adv["tau_adv"], time_s=clean_time[d] + self.last_elapsed,
-                                  attack_time_s=attack_time)
+                                  attack_time_s=attack_time, cost=self.last_cost, gate=self.last_gate)
         if cfg.threat_model in ("adaptive", "both"):
             for e in sorted({parse_eps(e) for e in cfg.eps} if any(a != "none" for a in cfg.attacks) else set()):
                 for d, defense in defenses.items():
-                    for an in ADAPTIVE_FOR.get(d, []):
-                        if cfg.adaptive_attacks is None or an in cfg.adaptive_attacks:
+                    for an in adaptive_attacks_for(defense):  # read from the defense's self-description
+                        if adaptive_wanted(an, cfg.adaptive_attacks):
                             self.adaptive(an, e, d, defense, clean_def[d])
 
     def adv_cell(self, folder: Path, attack):
@@ -272,11 +275,15 @@ class GridRunner:
             if adv_dir is not None:
                 chunk = load_tensors(adv_dir / f"{cs:08d}-{ce:08d}.pt")
                 x = self.reproject(x, chunk["delta"], attack.eps)
-            logits = defense(self.clf, x, generator=self.gens(idx, f"defense:{dname}"))
-            return {"correct": (logits.argmax(-1).cpu() == y.cpu())}
+            logits, cost = run_counted(defense, self.clf, x, self.gens(idx, f"defense:{dname}"))
+            out = {"correct": (logits.argmax(-1).cpu() == y.cpu()), "cost": cost}
+            gp = gate_pass(defense, self.clf, x, self.gens(idx, f"gate:{dname}"))
+            return out if gp is None else {**out, "gate_pass": gp}
 
         label = "clean" if adv_dir is None else f"{attack.name} {eps_str(attack.eps)}"
-        return self.cell(folder, compute, f"{self.data.name} {dname} on {label}", ("correct",))["correct"]
+        res = self.cell(folder, compute, f"{self.data.name} {dname} on {label}", ("correct", "cost", "gate_pass"))
+        self.last_cost, self.last_gate = res.get("cost"), res.get("gate_pass")
+        return res["correct"]
 
     def adaptive(self, an: str, eps: float, dname: str, defense, clean_correct) -> None:
         from ..attacks.adaptive import build_adaptive
@@ -291,7 +298,7 @@ class GridRunner:
         atk = build_adaptive(an, eps=eps, **kw)
         if self.finished(self.record_path(an, eps, atk, dname, defense, "adaptive", atk)) is not None:
             return
-        init = self.oblivious_adv.get(eps) if an == "tau-aware" else None
+        init = self.oblivious_adv.get(eps) if an in GATE_ATTACKS else None
         key = {**self.base_key, "adaptive": atk.config(), "defense": dname, "params": defense.params(),
                "x_init": init[0].name if init else None}
         folder = self.dstate / f"adaptive-{an}-{dname}-{eps_str(eps).replace('/', '-')}-{stable_hash(key)}"
@@ -307,14 +314,18 @@ class GridRunner:
                         x_init=x_init)
             x_adv = self.reproject(x, (x_adv - x).half(), eps)
             with torch.no_grad():
-                logits = defense(self.clf, x_adv, generator=self.gens(idx, f"defense:{dname}"))
+                logits, cost = run_counted(defense, self.clf, x_adv, self.gens(idx, f"defense:{dname}"))
                 tau = self.tau_ttc.tau_of(self.clf.encode_image, x_adv, generator=self.gens(idx, "tau"))
-            return {"correct": logits.argmax(-1).cpu() == y.cpu(), "tau_adv": tau.float().cpu()}
+            out = {"correct": logits.argmax(-1).cpu() == y.cpu(), "tau_adv": tau.float().cpu(), "cost": cost}
+            gp = gate_pass(defense, self.clf, x_adv, self.gens(idx, f"gate:{dname}"))
+            return out if gp is None else {**out, "gate_pass": gp}
 
         with torch.enable_grad():
-            res = self.cell(folder, compute, f"{self.data.name} {an} -> {dname} {eps_str(eps)}", ("correct", "tau_adv"))
+            res = self.cell(folder, compute, f"{self.data.name} {an} -> {dname} {eps_str(eps)}",
+                            ("correct", "tau_adv", "cost", "gate_pass"))
         self.write_record(an, eps, atk, dname, defense, "adaptive", clean_correct, res["correct"],
-                          self.clean["tau"], res["tau_adv"], adaptive=atk, time_s=self.last_elapsed)
+                          self.clean["tau"], res["tau_adv"], adaptive=atk, time_s=self.last_elapsed,
+                          cost=res.get("cost"), gate=res.get("gate_pass"))
 
     # -- records ---------------------------------------------------------------------------------------------
     def attack_record_cfg(self, aname, eps, attack) -> dict:
@@ -352,7 +363,8 @@ class GridRunner:
         return robust
 
     def write_record(self, aname, eps, attack, dname, defense, threat, clean_correct, robust_correct,
-                     tau_clean, tau_adv, adaptive=None, time_s=None, attack_time_s=None) -> None:
+                     tau_clean, tau_adv, adaptive=None, time_s=None, attack_time_s=None, cost=None,
+                     gate=None) -> None:
         if not self.dist.is_main:
             return
         cfg = self.cfg
@@ -377,6 +389,11 @@ class GridRunner:
         rec["time_s"] = round(time_s, 2) if time_s is not None else None
         if attack_time_s is not None:
             rec["attack_time_s"] = round(attack_time_s, 2)
+        # the defense's cost on this record's inputs: encoder passes per image (counted) and images/s (measured)
+        rec["cost"] = cost_summary(cost)
+        g = gate_summary(defense, self.clean_gate.get(dname), gate)
+        if g is not None:
+            rec["gate"] = g
         rec["versions"] = versions()
         path, config_key = self.record_key(aname, eps, attack, dname, defense, threat, adaptive)
         rec["sidecar"] = path.with_suffix(".npz").name

@@ -98,7 +98,7 @@ class Probes:
                 if eps == largest:
                     out["collapse"] = sanity.collapse(robust_acc, eps_str(eps))
         else:
-            mode = getattr(adaptive, "mode", "full") if adaptive.name != "tau-aware" else None
+            mode = getattr(adaptive, "mode", "full") if adaptive.name not in ("tau-aware", "gate-aware") else None
             out["gradients"] = self.grads(dname, defense, mode or "full")
             obl = [v for (a, e, d), v in self.r.obliv.items() if e == eps and d == dname]
             oblivious_acc = min(float(v.float().mean()) for v in obl) if obl else None

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..cost import count_image
+
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -63,7 +65,7 @@ class ClipModel(nn.Module):
         return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
 
     def encode_image(self, x: torch.Tensor) -> torch.Tensor:
-        return self.visual(self.preprocess(x))
+        return count_image(self.visual(self.preprocess(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.encode_image(x)
@@ -79,7 +81,7 @@ class ClipModel(nn.Module):
         (spec section 2). Only when a ``vision_checkpoint`` replaced the tower."""
         if self.base_visual is None:
             raise ValueError("this model has no separate base vision tower (no vision_checkpoint was loaded)")
-        return self.base_visual(self.preprocess(x))
+        return count_image(self.base_visual(self.preprocess(x)))
 
     def extra_repr(self) -> str:
         return (f"name={self.name!r}, pretrained={self.pretrained!r}, image_size={self.image_size}, "

@@ -1,0 +1,54 @@
+"""Defenses describe themselves (gate, differentiable modes) and their encoder passes are counted."""
+
+from __future__ import annotations
+
+import torch
+
+from counterclip.cost import PassCounter
+from counterclip.defenses import TTC, AntiAdversary, NoDefense, RandomNoise, TTE
+from counterclip.defenses.base import Defense, gate_passes
+from counterclip.evaluation.describe import adaptive_attacks_for
+
+
+def test_pass_counter_counts_ttc_passes(classifier, batch):
+    x = batch[0][:8]
+    g = torch.Generator().manual_seed(0)
+    with PassCounter() as c:  # nothing counterattacked: f(x) and f(x + delta0), the final embedding reused
+        TTC(tau_thres=0.0)(classifier, x, g)
+    assert (c.image_forwards, c.image_backwards) == (16, 0)
+    with PassCounter() as c:  # everything: anchor, delta0 pass recorded and reused as step 1, step 2, final
+        TTC(tau_thres=float("inf"))(classifier, x, g)
+    assert (c.image_forwards, c.image_backwards) == (32, 16)
+    assert c.per_image(8)["image_backwards_per_image"] == 2.0
+    with PassCounter() as c:
+        classifier(x)
+    assert c.image_forwards == 8 and c.text_forwards == 0
+
+
+def test_adaptive_attacks_follow_the_description():
+    assert adaptive_attacks_for(TTC()) == ["eot-pgd", "bpda-pgd", "tau-aware"]
+    assert adaptive_attacks_for(TTC(tau_thres=float("inf"))) == ["eot-pgd", "bpda-pgd"]
+    assert adaptive_attacks_for(RandomNoise()) == ["eot-pgd"]
+    assert adaptive_attacks_for(TTE()) == ["eot-pgd"]
+    assert adaptive_attacks_for(AntiAdversary()) == ["eot-pgd", "bpda-pgd"]
+    assert adaptive_attacks_for(NoDefense()) == []
+
+    class Old(Defense):  # written against the old protocol: no hooks, still works
+        def predict(self, classifier, x, generator=None):
+            return classifier(x)
+
+    assert adaptive_attacks_for(Old()) == []
+    assert Old().gate_score(None, None) is None and Old().gate_threshold is None
+
+
+def test_gate_direction():
+    s = torch.tensor([0.1, 0.5, 0.9])
+
+    class Below(Defense):
+        gate_threshold = 0.5
+
+    class Above(Defense):
+        gate_threshold, gate_purifies = 0.5, "above"
+
+    assert gate_passes(Below(), s).tolist() == [False, True, True]
+    assert gate_passes(Above(), s).tolist() == [True, True, False]
