@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .errors import CounterclipError
+from .evaluation.signals import Preempted
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -114,6 +116,10 @@ def _main(argv) -> int:
         parser.print_help()
         return 2
     try:
+        if getattr(args, "device", None) is not None:
+            from .devices import check_device
+
+            check_device(args.device)
         return int(args.func(args) or 0)
     except CounterclipError as e:
         print(f"counterclip: error: {e}", file=sys.stderr)
@@ -124,6 +130,11 @@ def _main(argv) -> int:
     except KeyboardInterrupt:
         print("\ncounterclip: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
+    except Preempted as e:  # SIGTERM / SIGINT: finished chunks and records are saved
+        rank = os.environ.get("RANK")
+        print(f"\ncounterclip: {e}{f' (rank {rank})' if rank else ''}; finished work is saved: re-run the same "
+              "command to resume", file=sys.stderr)
+        return e.exit_code
 
 
 if __name__ == "__main__":

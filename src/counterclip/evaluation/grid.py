@@ -31,8 +31,11 @@ from .distributed import Dist
 from .metrics import accuracy_metrics
 from .sampling import select_indices
 from .integrity import seal_record
-from .state import (file_sha256, json_plain, load_tensors, read_finished, save_tensors, stable_hash,
-                    write_json, write_npz)
+from .chunks import run_chunks
+from .locks import exclusive
+from .signals import Preempted, graceful_stop, stop_requested
+from .space import check_space, estimate_bytes
+from .state import file_sha256, json_plain, load_tensors, read_finished, stable_hash, write_json, write_npz
 from .zeroshot import versions
 
 GATE_ATTACKS = ("gate-aware", "tau-aware")
@@ -42,7 +45,10 @@ class GridRunner:
     def __init__(self, cfg: EvalConfig, log=print):
         from .. import load_model
 
+        from ..devices import check_device
+
         self.cfg = cfg.validate()
+        check_device(cfg.device)
         self.log = log
         self.dist = Dist(cfg.device)
         self.device = self.dist.device
@@ -70,17 +76,11 @@ class GridRunner:
             self.dist.barrier()  # no rank writes a chunk before rank 0 has cleared the folder
         self._fresh.add(folder)
         t0 = time.time()
-        parts = []
         bar = self._bar(self._end - self._start, desc)
-        for cs in range(self._start, self._end, self.cfg.batch_size):
-            ce = min(cs + self.cfg.batch_size, self._end)
-            path = folder / f"{cs:08d}-{ce:08d}.pt"
-            res = load_tensors(path)
-            if res is None:
-                res = compute(cs, ce)
-                save_tensors(path, res)
-            parts.append({k: res[k] for k in gather_keys if k in res})  # chunks saved before a key existed lack it
-            bar.update(ce - cs)
+        ranges = [(cs, min(cs + self.cfg.batch_size, self._end))
+                  for cs in range(self._start, self._end, self.cfg.batch_size)]
+        done = run_chunks(folder, ranges, compute, bar.update)
+        parts = [{k: res[k] for k in gather_keys if k in res} for res in done]  # old chunks may lack a newer key
         bar.close()
         keys = [k for k in gather_keys if all(k in p for p in parts)]
         local = {k: torch.cat([p[k] for p in parts]) if parts else torch.empty(0) for k in keys}
@@ -158,8 +158,14 @@ class GridRunner:
     def run(self) -> list[Path]:
         t0 = time.time()
         try:
-            for name in self.cfg.datasets:
-                self.run_dataset(name)
+            with graceful_stop([self.model.visual, self.model.base_visual]):
+                try:
+                    for name in self.cfg.datasets:
+                        self.run_dataset(name)
+                except Exception:
+                    if stop_requested():  # a peer rank stopped first and broke a collective: same stop
+                        raise Preempted(stop_requested()) from None
+                    raise
         finally:
             self.dist.close()
         if self.dist.is_main:
@@ -183,6 +189,7 @@ class GridRunner:
                          "preprocess": self.data.preprocess, "image_size": self.image_size,
                          "indices": stable_hash(self.indices.tolist(), 32), "seed": cfg.seed, "version": __version__}
         self.dstate = self.state / self.data.name
+        self.check_space()
         self.obliv: dict = {}  # (attack, eps, defense) -> robust correct, for the adaptive comparison
         self.oblivious_adv: dict = {}  # eps -> the PGD adversarial examples' cell, which tau-aware extends
         defenses = {d: self.defense_for(d) for d in cfg.defenses}
@@ -397,14 +404,31 @@ class GridRunner:
         rec["versions"] = versions()
         path, config_key = self.record_key(aname, eps, attack, dname, defense, threat, adaptive)
         rec["sidecar"] = path.with_suffix(".npz").name
-        side_sha = write_npz(path.with_suffix(".npz"), {
-            "index": self.clean["idx"].numpy().astype(np.int64), "label": self.labels.numpy().astype(np.int64),
-            "clean_correct": clean_correct.numpy().astype(bool), "robust_correct": robust_correct.numpy().astype(bool),
-            "clean_tau": tau_clean.numpy().astype(np.float32), "adv_tau": tau_adv.numpy().astype(np.float32)})
-        rec = seal_record(json_plain(rec), config_key, side_sha)
-        write_json(path, rec)
+        with exclusive(path.parent):  # a concurrent writer's record and sidecar never interleave with ours
+            self._write_pair(path, rec, config_key, {
+                "index": self.clean["idx"].numpy().astype(np.int64), "label": self.labels.numpy().astype(np.int64),
+                "clean_correct": clean_correct.numpy().astype(bool),
+                "robust_correct": robust_correct.numpy().astype(bool),
+                "clean_tau": tau_clean.numpy().astype(np.float32), "adv_tau": tau_adv.numpy().astype(np.float32)})
         self.written.append(path)
         self.summary.append(rec)
+
+    @staticmethod
+    def _write_pair(path: Path, rec: dict, config_key: str, arrays: dict) -> None:
+        side_sha = write_npz(path.with_suffix(".npz"), arrays)  # the sidecar first: a record names a whole one
+        rec.update(seal_record(json_plain(rec), config_key, side_sha))
+        write_json(path, rec)
+
+    def check_space(self) -> None:
+        """Refuse up front when this dataset's cache clearly does not fit (and announce a large one)."""
+        cfg = self.cfg
+        if not self.dist.is_main or len(self.indices) == 0:
+            return
+        n_adv = sum(a != "none" for a in cfg.attacks) * len(cfg.eps)
+        n_ada = len(cfg.defenses) * len(cfg.eps) * 3 if cfg.threat_model != "oblivious" else 0
+        est = estimate_bytes(len(self.indices), self.batch(0, 1)[0][0].numel(), cfg.batch_size, n_adv,
+                             1 + (n_adv + 1) * len(cfg.defenses) + n_ada, (n_adv + 1) * len(cfg.defenses) + n_ada)
+        check_space(self.dstate, est, self.log)
 
     def sanity_for(self, aname, eps, attack, dname, defense, threat, robust_acc, n, adaptive) -> dict:
         from .probes import Probes

@@ -108,16 +108,18 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     _atomic(path, integrity.frame(buf.getvalue(), _owner(path)))
 
 
-def load_tensors(path: Path) -> dict[str, torch.Tensor] | None:
+def load_tensors(path: Path, warn: bool = True) -> dict[str, torch.Tensor] | None:
     """The chunk's tensors, or None when it is missing or fails its integrity check (it is then recomputed;
-    a damaged or foreign file gets one warning naming it)."""
+    a damaged or foreign file gets one warning naming it, unless ``warn`` is False)."""
     path = Path(path)
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         return None
     except OSError as e:
-        warnings.warn(f"state file {path} is unreadable ({e.strerror}); recomputing it", StateWarning, stacklevel=2)
+        if warn:
+            warnings.warn(f"state file {path} is unreadable ({e.strerror}); recomputing it", StateWarning,
+                          stacklevel=2)
         return None
     try:
         payload = integrity.unframe(data, _owner(path))
@@ -126,7 +128,8 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor] | None:
             raise integrity.Damaged("not a dict of tensors")
         return out
     except Exception as e:  # Damaged, or a payload torch cannot parse despite a matching hash
-        warnings.warn(f"state file {path} is damaged ({e}); recomputing it", StateWarning, stacklevel=2)
+        if warn:
+            warnings.warn(f"state file {path} is damaged ({e}); recomputing it", StateWarning, stacklevel=2)
         return None
 
 
