@@ -90,3 +90,32 @@ def test_zeroshot_accuracy_first_500(classifier, fmnist_test):
         pred = torch.cat([classifier(x[i:i + 250]).argmax(-1) for i in range(0, 500, 250)])
     acc = (pred == y).float().mean().item()
     assert acc >= 0.80, acc  # the full test set gives 0.866
+
+
+def test_classifier_is_a_proper_module(tiny_model, fmnist_test, batch, tmp_path):
+    import copy
+
+    x = batch[0][:4]
+    clf = ZeroShotClassifier(tiny_model, fmnist_test.classnames, TEMPLATES)
+    # the text embeddings travel in the state dict: loading replaces stale text in another classifier
+    other = ZeroShotClassifier(tiny_model, list(reversed(fmnist_test.classnames)), TEMPLATES)
+    assert "text_embeddings" in clf.state_dict()
+    other.load_state_dict(clf.state_dict())
+    assert torch.equal(other.text_embeddings, clf.text_embeddings)
+    with torch.no_grad():
+        assert torch.equal(other(x), clf(x))
+    # torch.save pickles the whole classifier (loading it back is the user's own trusted file)
+    path = tmp_path / "clf.pt"
+    torch.save(clf, path)
+    back = torch.load(path, weights_only=False)
+    with torch.no_grad():
+        assert torch.allclose(back(x), clf(x))
+        assert torch.allclose(back.model.encode_text(["a shirt"]), clf.model.encode_text(["a shirt"]))
+    # a deep copy is independent: its text encoder uses its own (copied) weights
+    twin = copy.deepcopy(clf)
+    with torch.no_grad():
+        for p in twin.model.parameters():
+            p.add_(0.01)
+        assert not torch.allclose(twin.model.encode_text(["a shirt"]), clf.model.encode_text(["a shirt"]))
+        assert not torch.allclose(twin.model.encode_image(x), clf.model.encode_image(x))
+        assert torch.allclose(copy.deepcopy(clf)(x), clf(x))

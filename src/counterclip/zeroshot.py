@@ -35,7 +35,8 @@ class ZeroShotClassifier(nn.Module):
             for name in self.classnames:
                 emb = F.normalize(model.encode_text([t.format(name) for t in self.templates]).float(), dim=-1)
                 weights.append(F.normalize(emb.mean(0), dim=-1))
-        self.register_buffer("text_embeddings", torch.stack(weights).detach(), persistent=False)
+        # persistent: a state dict carries the class text, so loading it into another classifier replaces it
+        self.register_buffer("text_embeddings", torch.stack(weights).detach())
 
     @property
     def num_classes(self) -> int:

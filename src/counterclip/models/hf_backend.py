@@ -22,6 +22,19 @@ class _HFVision(nn.Module):
         return out if isinstance(out, torch.Tensor) else out.pooler_output
 
 
+class _HFText:
+    """list of str -> text embeddings; a plain object so that the model pickles and deep-copies cleanly."""
+
+    def __init__(self, model, tokenizer, max_len: int):
+        self.model, self.tokenizer, self.max_len = model, tokenizer, max_len
+
+    def __call__(self, texts):
+        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_len, return_tensors="pt")
+        enc = {k: v.to(next(self.model.parameters()).device) for k, v in enc.items()}
+        out = self.model.get_text_features(**enc)
+        return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+
 def _is_local_path(ident: str) -> bool:
     return ident.startswith(("/", "./", "../", "~", ".\\")) or os.path.isabs(ident) or os.path.isdir(ident)
 
@@ -58,13 +71,8 @@ def build(name: str, device="cpu") -> ClipModel:
             pass
     max_len = getattr(model.config.text_config, "max_position_embeddings", 77)
 
-    def text_fn(texts):
-        enc = tokenizer(texts, padding=True, truncation=True, max_length=max_len, return_tensors="pt")
-        enc = {k: v.to(next(model.parameters()).device) for k, v in enc.items()}
-        out = model.get_text_features(**enc)
-        return out if isinstance(out, torch.Tensor) else out.pooler_output
-
-    clip = ClipModel(_HFVision(model), text_fn, image_size=model.config.vision_config.image_size,
+    clip = ClipModel(_HFVision(model), _HFText(model, tokenizer, max_len),
+                     image_size=model.config.vision_config.image_size,
                      logit_scale=model.logit_scale.exp().item(), mean=mean, std=std, interpolation=interp,
                      name=name, pretrained=None, backbone=model)
     return clip.to(device)

@@ -122,16 +122,24 @@ def build(name: str, pretrained: str | None, device="cpu", random_init: bool = F
     image_size = model.visual.image_size
     image_size = image_size[0] if isinstance(image_size, (tuple, list)) else image_size
 
-    def text_fn(texts):
-        tokens = tokenizer(texts).to(next(model.parameters()).device)
-        return model.encode_text(tokens)
-
-    clip = ClipModel(model.visual, text_fn, image_size=image_size, logit_scale=model.logit_scale.exp().item(),
+    clip = ClipModel(model.visual, OpenClipText(model, tokenizer), image_size=image_size, logit_scale=model.logit_scale.exp().item(),
                      mean=pp.get("mean", None) or (0.48145466, 0.4578275, 0.40821073),
                      std=pp.get("std", None) or (0.26862954, 0.26130258, 0.27577711),
                      interpolation=_interp(pp.get("interpolation", "bicubic")), name=name, pretrained=pretrained,
                      backbone=model)
     return clip.to(device)
+
+
+class OpenClipText:
+    """list of str -> text embeddings. A plain object, not a closure: the model pickles (``torch.save``) and a
+    deep copy encodes text with its own copied weights."""
+
+    def __init__(self, model, tokenizer):
+        self.model, self.tokenizer = model, tokenizer
+
+    def __call__(self, texts):
+        tokens = self.tokenizer(texts).to(next(self.model.parameters()).device)
+        return self.model.encode_text(tokens)
 
 
 def _interp(name: str) -> str:
