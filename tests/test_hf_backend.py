@@ -124,3 +124,68 @@ def test_directory_without_a_model_is_one_clear_error(tmp_path):
 def test_hf_rejects_pretrained(hf_dir):
     with pytest.raises(CounterclipError, match="pretrained"):
         counterclip.load_model("hf:" + str(hf_dir), pretrained="openai")
+
+
+@pytest.fixture(scope="module")
+def hf_224_dir(tmp_path_factory):
+    """A random ViT/32-geometry CLIPModel (224 px, patch 32, narrow) with the tokenizer files."""
+    src = tmp_path_factory.mktemp("tok224")
+    vocab = _write_tokenizer_files(src)
+    eos = vocab["<|endoftext|>"]
+    cfg = transformers.CLIPConfig(
+        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=32, bos_token_id=vocab["<|startoftext|>"],
+                         eos_token_id=eos, pad_token_id=eos),
+        vision_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=224, patch_size=32),
+        projection_dim=PROJ)
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("hf_clip224")
+    transformers.CLIPModel(cfg).save_pretrained(str(out))
+    transformers.CLIPTokenizer(str(src / "vocab.json"), str(src / "merges.txt")).save_pretrained(str(out))
+    return out
+
+
+@pytest.mark.parametrize("resample", [3, 2])  # PIL bicubic (CLIP's), bilinear: the setting is honoured
+def test_encode_image_matches_the_hf_processor_on_non_square_images(hf_224_dir, resample):
+    from PIL import Image
+
+    transformers.CLIPImageProcessor(resample=resample).save_pretrained(str(hf_224_dir))
+    model = counterclip.load_model("hf:" + str(hf_224_dir))
+    assert model.geometry.interpolation == {3: "bicubic", 2: "bilinear"}[resample]
+    ref_model = transformers.CLIPModel.from_pretrained(str(hf_224_dir)).eval()
+    proc = transformers.AutoImageProcessor.from_pretrained(str(hf_224_dir))
+    for h, w, seed in ((375, 500, 0), (48, 64, 1)):
+        x = torch.randint(0, 256, (1, 3, h, w), generator=torch.Generator().manual_seed(seed)).float() / 255
+        img = Image.fromarray((x[0].permute(1, 2, 0) * 255).round().byte().numpy())
+        pixels = proc(images=img, return_tensors="pt")["pixel_values"]
+        with torch.no_grad():
+            want = ref_model.get_image_features(pixel_values=pixels)
+            want = want if isinstance(want, torch.Tensor) else want.pooler_output
+            got = model.encode_image(x)
+        assert torch.nn.functional.cosine_similarity(got, want).item() > 0.9999, (h, w, resample)
+        # pixel for pixel within uint8 rounding (the other resample is ~20x further off)
+        assert (model.preprocess(x) - pixels).abs().mean() < 0.02, (h, w, resample)
+
+
+def test_a_folder_without_tokenizer_files_fails_in_one_line(tmp_path, hf_dir):
+    bare = tmp_path / "no_tokenizer"
+    transformers.CLIPModel.from_pretrained(str(hf_dir)).save_pretrained(str(bare))
+    with pytest.raises(CounterclipError, match="no usable tokenizer") as info:
+        counterclip.load_model("hf:" + str(bare))
+    assert "\n" not in str(info.value)
+
+
+def test_hf_model_pickles_and_deep_copies(hf_model, tmp_path):
+    import copy
+
+    clf = counterclip.ZeroShotClassifier(hf_model, ["cat", "shoe"])
+    torch.save(clf, tmp_path / "clf.pt")
+    back = torch.load(tmp_path / "clf.pt", weights_only=False)
+    twin = copy.deepcopy(hf_model)
+    with torch.no_grad():
+        assert torch.allclose(back.text_embeddings, clf.text_embeddings)
+        assert torch.allclose(back.model.encode_text(["cat"]), hf_model.encode_text(["cat"]), atol=1e-6)
+        for p in twin.parameters():
+            p.add_(0.05)
+        assert not torch.allclose(twin.encode_text(["cat"]), hf_model.encode_text(["cat"]))

@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..cost import count_image
+from .preprocessing import Geometry, squash
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+RESIZE_CHOICES = ("model", "squash")
 
 
 class ClipModel(nn.Module):
@@ -19,14 +20,17 @@ class ClipModel(nn.Module):
 
     ``encode_image(x)`` takes pixels in [0,1] of any size with 1 or 3 channels and does the resize to
     ``image_size`` and the mean/std normalisation inside, differentiably, so attacks and defenses work in
-    pixel space. ``encode_text`` tokenises and encodes a list of strings. ``logit_scale`` is the float
-    multiplier (100.0 for OpenAI CLIP). Backends supply ``visual`` (normalised pixels -> embedding) and
+    pixel space. An input not at ``image_size`` follows the model's own preprocessing geometry
+    (``geometry``: open_clip / HF shorter-side antialiased resize + centre crop; ``resize_mode="squash"``
+    restores the earlier plain resize); an input at ``image_size`` is only normalised. ``encode_text``
+    tokenises and encodes a list of strings. ``logit_scale`` is the float multiplier (100.0 for OpenAI CLIP). Backends supply ``visual`` (normalised pixels -> embedding) and
     ``text_fn`` (list of str -> embedding).
     """
 
     def __init__(self, visual: nn.Module, text_fn: Callable[[Sequence[str]], torch.Tensor], *, image_size: int,
                  logit_scale: float, mean=OPENAI_MEAN, std=OPENAI_STD, interpolation: str = "bicubic",
-                 name: str = "", pretrained: str | None = None, backbone: nn.Module | None = None):
+                 name: str = "", pretrained: str | None = None, backbone: nn.Module | None = None,
+                 geometry: Geometry | None = None):
         super().__init__()
         self.backbone = backbone  # owns the text tower's weights so .to()/.requires_grad_ reach them
         self.visual = visual
@@ -34,6 +38,10 @@ class ClipModel(nn.Module):
         self.image_size = int(image_size)
         self.logit_scale = float(logit_scale)
         self.interpolation = interpolation
+        # the model's own preprocessing geometry (shorter-side resize + centre crop for open_clip / HF)
+        self.model_geometry = geometry or Geometry(size=self.image_size, crop=(self.image_size,) * 2,
+                                                   interpolation=interpolation)
+        self.geometry = self.model_geometry
         self.name, self.pretrained = name, pretrained
         self.vision_checkpoint: str | None = None
         self.base_visual: nn.Module | None = None  # the original tower when a robust one was loaded
@@ -59,10 +67,20 @@ class ClipModel(nn.Module):
             raise ValueError(f"expected images shaped (B, 1 or 3, H, W), got {tuple(x.shape)}")
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
-        if x.shape[-2:] != (self.image_size, self.image_size):
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode=self.interpolation,
-                              align_corners=False)
+        x = self.geometry(x)  # identity at the model's size
         return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+
+    @property
+    def resize_mode(self) -> str:
+        """``"model"``: inputs not at the model's size follow the model's own preprocessing (default);
+        ``"squash"``: straight to the model size without antialias (counterclip's earlier behaviour)."""
+        return "model" if self.geometry is self.model_geometry else "squash"
+
+    @resize_mode.setter
+    def resize_mode(self, mode: str) -> None:
+        if mode not in RESIZE_CHOICES:
+            raise ValueError(f"unknown resize mode {mode!r}; valid: {', '.join(RESIZE_CHOICES)}")
+        self.geometry = self.model_geometry if mode == "model" else squash(self.image_size, self.interpolation)
 
     def encode_image(self, x: torch.Tensor) -> torch.Tensor:
         return count_image(self.visual(self.preprocess(x)))

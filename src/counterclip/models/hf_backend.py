@@ -10,6 +10,7 @@ from torch import nn
 
 from ..errors import CounterclipError
 from .clip_model import ClipModel
+from .preprocessing import from_hf_processor
 
 
 class _HFVision(nn.Module):
@@ -33,6 +34,22 @@ class _HFText:
         enc = {k: v.to(next(self.model.parameters()).device) for k, v in enc.items()}
         out = self.model.get_text_features(**enc)
         return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+
+_PROBES = ("a photo of a cat.", "a sketch of the sea")
+
+
+def _check_tokenizer(tokenizer, ident: str) -> None:
+    """A folder saved without its tokenizer files still loads a tokenizer that maps every word to the unknown
+    token, so every class prompt gets the same text embedding: refuse it."""
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    unk = getattr(tokenizer, "unk_token_id", None)
+    ids = [[i for i in tokenizer(t)["input_ids"] if i not in special or i == unk] for t in _PROBES]
+    if ids[0] == ids[1] or all(i == unk for i in ids[0] + ids[1]):
+        raise CounterclipError(
+            f"hf model {ident!r} has no usable tokenizer (every word maps to the unknown token, so all classes "
+            "would get the same text embedding): save it beside the model (tokenizer.save_pretrained(DIR): "
+            "vocab.json + merges.txt or tokenizer.json)")
 
 
 def _is_local_path(ident: str) -> bool:
@@ -64,15 +81,22 @@ def build(name: str, device="cpu") -> ClipModel:
                 f"could not load Hugging Face CLIP {ident!r} ({reason[:300]}). Offline: pass a local directory "
                 "(hf:/path/to/dir with config.json and weights) or pre-fill the Hugging Face cache (HF_HOME) on a "
                 "machine with network and set HF_HUB_OFFLINE=1") from None
+        _check_tokenizer(tokenizer, ident)
         try:
             proc = transformers.AutoImageProcessor.from_pretrained(ident)
             mean, std = tuple(proc.image_mean), tuple(proc.image_std)
-        except Exception:  # no preprocessor_config.json: CLIP's own statistics
-            pass
+        except Exception:  # no preprocessor_config.json: CLIP's own statistics and geometry
+            proc = None
     max_len = getattr(model.config.text_config, "max_position_embeddings", 77)
+    image_size = model.config.vision_config.image_size
+    try:
+        geometry = from_hf_processor(proc, image_size) if proc is not None else None
+    except ValueError as e:
+        raise CounterclipError(f"hf model {ident!r}: {e}") from None
+    if geometry is not None:
+        interp = geometry.interpolation if geometry.interpolation in ("bicubic", "bilinear") else "bilinear"
 
     clip = ClipModel(_HFVision(model), _HFText(model, tokenizer, max_len),
-                     image_size=model.config.vision_config.image_size,
-                     logit_scale=model.logit_scale.exp().item(), mean=mean, std=std, interpolation=interp,
-                     name=name, pretrained=None, backbone=model)
+                     image_size=image_size, logit_scale=model.logit_scale.exp().item(), mean=mean, std=std,
+                     interpolation=interp, name=name, pretrained=None, backbone=model, geometry=geometry)
     return clip.to(device)

@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 
 from ..errors import CounterclipError, UnknownNameError
 from .clip_model import ClipModel
+from .preprocessing import from_open_clip
 
 _PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
 
@@ -126,7 +127,7 @@ def build(name: str, pretrained: str | None, device="cpu", random_init: bool = F
                      mean=pp.get("mean", None) or (0.48145466, 0.4578275, 0.40821073),
                      std=pp.get("std", None) or (0.26862954, 0.26130258, 0.27577711),
                      interpolation=_interp(pp.get("interpolation", "bicubic")), name=name, pretrained=pretrained,
-                     backbone=model)
+                     backbone=model, geometry=from_open_clip(pp, image_size))
     return clip.to(device)
 
 
