@@ -23,8 +23,8 @@ class ClipModel(nn.Module):
     pixel space. An input not at ``image_size`` follows the model's own preprocessing geometry
     (``geometry``: open_clip / HF shorter-side antialiased resize + centre crop; ``resize_mode="squash"``
     restores the earlier plain resize); an input at ``image_size`` is only normalised. ``encode_text``
-    tokenises and encodes a list of strings. ``logit_scale`` is the float multiplier (100.0 for OpenAI CLIP). Backends supply ``visual`` (normalised pixels -> embedding) and
-    ``text_fn`` (list of str -> embedding).
+    tokenises and encodes a list of strings. ``logit_scale`` is the float multiplier (100.0 for OpenAI CLIP).
+    Backends supply ``visual`` (normalised pixels -> embedding) and ``text_fn`` (list of str -> embedding).
     """
 
     def __init__(self, visual: nn.Module, text_fn: Callable[[Sequence[str]], torch.Tensor], *, image_size: int,
