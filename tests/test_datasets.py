@@ -85,10 +85,18 @@ def test_missing_dataset_is_one_clear_line(key, tmp_path):
     assert list(tmp_path.iterdir()) == []  # nothing created, nothing downloaded
 
 
-def test_not_downloadable_dataset_says_so(tmp_path):
-    for key in ("imagenet", "stanford-cars"):
-        with pytest.raises(CounterclipError, match="cannot"):
-            get_dataset(key, data_root=tmp_path, download=True)
+def test_not_downloadable_dataset_says_so(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    # torchvision cannot fetch these; --download goes to the webdataset mirror, which fails offline in one line
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for key, repo in (("imagenet", "clip-benchmark/wds_imagenet1k"), ("stanford-cars", "clip-benchmark/wds_cars")):
+        with pytest.raises(CounterclipError, match=repo) as e:
+            get_dataset(key, data_root=tmp_path / "data", download=True)
+        assert "\n" not in str(e.value)
+    with pytest.raises(CounterclipError, match="cannot"):  # without --download: torchvision's how-to + the mirror
+        get_dataset("stanford-cars", data_root=tmp_path / "data")
 
 
 def test_default_root_from_env(tmp_path, monkeypatch):
@@ -125,13 +133,13 @@ def test_eurosat_loads_from_a_tiny_tree(tmp_path):
     raw = paper.load_metadata("eurosat")["raw_classes"]
     for i, c in enumerate(raw):
         _png(tmp_path / "eurosat" / "2750" / c / f"{c}_1.jpg", color=(i * 20, 0, 0))
-    data = get_dataset("eurosat", data_root=tmp_path, image_size=8)
+    data = get_dataset("eurosat", data_root=tmp_path, image_size=8, allow_partial=True)
     assert len(data) == 10 and data.split == "all" and data.preprocess == "Resize(8)+CenterCrop(8)"
     assert data.classnames == paper.load_metadata("eurosat")["classnames"]
     x, y = data.dataset[3]
     assert x.shape == (3, 8, 8) and x.dtype == torch.float32 and 0 <= float(x.min()) <= float(x.max()) <= 1
     assert y == 3
-    assert get_dataset("eurosat", data_root=tmp_path, image_size=8, resize=10).preprocess == \
+    assert get_dataset("eurosat", data_root=tmp_path, image_size=8, resize=10, allow_partial=True).preprocess == \
         "Resize(10)+CenterCrop(8)"
 
 
@@ -143,7 +151,7 @@ def test_tinyimagenet_val_layout_with_annotations(tmp_path):
         _png(val / "images" / f"val_{i}.JPEG")
         lines.append(f"val_{i}.JPEG\t{w}\t0\t0\t10\t10\n")
     (val / "val_annotations.txt").write_text("".join(lines))
-    data = get_dataset("tinyimagenet", data_root=tmp_path, image_size=8)
+    data = get_dataset("tinyimagenet", data_root=tmp_path, image_size=8, allow_partial=True)
     assert data.split == "val" and len(data) == 3 and len(data.classnames) == 200
     assert [data.dataset[i][1] for i in range(3)] == [5, 0, 199]
     assert data.classnames[0] == "goldfish"
@@ -154,7 +162,7 @@ def test_classnames_follow_the_on_disk_label_order(tmp_path):
     raw = paper.load_metadata("caltech256")["raw_classes"]
     for c in raw:
         _png(tmp_path / "caltech256" / "256_ObjectCategories" / c / f"{c[:3]}_0001.jpg")
-    data = get_dataset("caltech256", data_root=tmp_path, image_size=8)
+    data = get_dataset("caltech256", data_root=tmp_path, image_size=8, allow_partial=True)
     assert len(data) == 257 and data.classnames == paper.load_metadata("caltech256")["classnames"]
     assert data.dataset[0][1] == 0
 

@@ -11,9 +11,15 @@ def register(sub, add_model_args, add_data_args) -> None:
     p = sub.add_parser("eval", help="evaluate datasets x attacks x budgets x defenses (resumable, torchrun-ready)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_model_args(p)
-    p.add_argument("--dataset", default=None, help="comma list of registry keys (cifar10,imagenet,...)")
+    p.add_argument("--dataset", default=None,
+                   help="comma list of registry keys (cifar10,imagenet,...) or webdataset mirrors (wds/cars, "
+                        "wds/vtab/cifar10, ...; see `counterclip datasets`)")
     p.add_argument("--data-root", default=None)
-    p.add_argument("--download", action="store_true", help="let torchvision download missing datasets")
+    p.add_argument("--download", action="store_true",
+                   help="fetch missing datasets: torchvision where its download works, else the dataset's "
+                        "CLIP_benchmark webdataset mirror (wds/<name>) into the Hugging Face cache")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="evaluate a dataset whose sample count differs from the known one (the record says so)")
     p.add_argument("--prompts", choices=["clip", "reference"], default=None,
                    help="class names and templates: clip (curated, the default) or reference (as the reference TTC "
                         "code forms them; --preset paper's default)")
@@ -73,7 +79,7 @@ def eval_config(args):
     return EvalConfig(
         output=args.output, model=args.model or preset.get("model", "tiny-fmnist"),
         pretrained=args.pretrained if args.model or args.pretrained else preset.get("pretrained"), vision_checkpoint=args.vision_checkpoint, datasets=datasets,
-        data_root=args.data_root, download=args.download,
+        data_root=args.data_root, download=args.download, allow_partial=args.allow_partial,
         attacks=parse_list(args.attack) if args.attack else preset.get("attacks", ["none"]),
         eps=parse_list(args.eps) if args.eps else preset.get("eps", ["1/255"]),
         steps=given(args.steps, "steps", 10), step_size=given(args.step_size, "step_size", "auto"),

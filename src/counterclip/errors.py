@@ -14,3 +14,7 @@ class UnknownNameError(CounterclipError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return self.args[0]
+
+
+class DatasetNotFoundError(CounterclipError):
+    """A registry dataset is not on disk (other routes, such as its webdataset mirror, may still have it)."""

@@ -1,8 +1,11 @@
 """Dataset registry: ``get_dataset(name, ...) -> LoadedDataset`` with class names and prompt templates.
 
 Registered: the paper's 16 evaluation datasets and TinyImageNet (``paper.py``, torchvision-backed, class
-names and templates in ``metadata/*.json``, see docs/datasets.md), the offline ``fashion-mnist`` set and
-``imagefolder`` (any folder of class sub-folders).
+names and templates in ``metadata/*.json``, see docs/datasets.md), the offline ``fashion-mnist`` set,
+``imagefolder`` (any folder of class sub-folders) and ``wds/<name>`` (a CLIP_benchmark webdataset mirror,
+``wds.py``). A registry dataset missing from disk falls back to its mirror (``routes.py``) when a copy is
+found or ``--download`` is asked for where torchvision's own download is broken; ``LoadedDataset.source``
+says which route was taken, and a sample count off the known one fails unless ``allow_partial``.
 
 Images reach the model as float tensors in [0,1], 3-channel RGB even for grayscale sources (as
 ``PIL.Image.convert("RGB")`` gives), so an attacker perturbs all three channels as for any photo.
@@ -31,9 +34,18 @@ class LoadedDataset:
     preprocess: str = ""  # described in result records and cache keys
     extra: dict = field(default_factory=dict)
     prompts: str = "clip"  # the prompt style of classnames/templates (data/prompts.py)
+    source: str = ""  # "torchvision", "wds:<hub repo>", "imagefolder", "embedded": part of cache keys
 
     def __len__(self) -> int:
         return len(self.dataset)
+
+    def record_fields(self) -> dict:
+        """What a result record states about the data: route, split size, split caveats, the count check."""
+        out = {"source": self.source, "dataset_size": len(self)}
+        for k in ("split_note", "count_check", "mirror"):
+            if k in self.extra:
+                out[k] = self.extra[k]
+        return out
 
 
 class TensorImages(Dataset):
@@ -64,7 +76,7 @@ def _fashion_mnist(split, data_root, download, image_size, resize, prompts="clip
     images, labels = fashion_mnist.load_arrays(split, data_root, download)
     ds = TensorImages(fashion_mnist.to_rgb_tensor(images), torch.from_numpy(labels))
     return LoadedDataset("fashion-mnist", ds, ps["classnames"], ps["templates"], split,
-                         preprocess="native 28x28 grayscale->RGB", prompts=prompts)
+                         preprocess="native 28x28 grayscale->RGB", prompts=prompts, source="embedded")
 
 
 def _imagefolder(split, data_root, download, image_size, resize, prompts="clip"):
@@ -76,7 +88,7 @@ def _imagefolder(split, data_root, download, image_size, resize, prompts="clip")
     ds, classnames = imagefolder.build(data_root, pil_transform(image_size, resize))
     return LoadedDataset("imagefolder", ds, classnames, ["a photo of a {}."], split,
                          preprocess=f"Resize({resize or image_size})+CenterCrop({image_size})",
-                         extra={"data_root": str(data_root)})
+                         extra={"data_root": str(data_root)}, source="imagefolder")
 
 
 BUILDERS: dict[str, Callable[..., LoadedDataset]] = {
@@ -91,13 +103,24 @@ def list_datasets() -> list[str]:
 
 
 def get_dataset(name: str, split: str = "test", data_root=None, download: bool = False, image_size: int = 224,
-                resize: int | None = None, prompts: str = DEFAULT_PROMPTS) -> LoadedDataset:
-    """Load a registered dataset; a missing one fails with where it looked and how to get it.
+                resize: int | None = None, prompts: str = DEFAULT_PROMPTS, allow_partial: bool = False) -> LoadedDataset:
+    """Load a registered dataset (or ``wds/<name>``, a webdataset mirror); a missing one fails with where it
+    looked and how to get it, a registry dataset whose sample count is off fails unless ``allow_partial``.
 
     prompts: ``"clip"`` (curated class names, the default) or ``"reference"`` (exactly as the reference TTC
-    code forms them, spec section 7; for ImageNet that drops class n03710637 and its images)."""
+    code forms them, spec section 7; for ImageNet that drops class n03710637 and its images). A ``wds/<name>``
+    mirror uses its own class names and templates."""
+    from . import sources
+
     key = name.lower()
+    if key.startswith("wds/"):
+        check_style(prompts)
+        return sources.mirror_dataset(name[len("wds/"):], split, data_root, download, image_size, resize,
+                                      allow_partial, prompts)
     if key not in BUILDERS:
-        raise UnknownNameError("dataset", name, BUILDERS)
+        raise UnknownNameError("dataset", name, [*BUILDERS, "wds/<name>"])
     check_style(prompts)
+    if key in paper.SPECS:
+        return sources.registry_dataset(key, BUILDERS[key], split, data_root, download, image_size, resize,
+                                        allow_partial, prompts)
     return BUILDERS[key](split, data_root, download, image_size, resize, prompts=prompts)

@@ -22,7 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Callable
 
-from ..errors import CounterclipError
+from ..errors import CounterclipError, DatasetNotFoundError
 
 DATA_ENV = "COUNTERCLIP_DATA"
 DEFAULT_ROOT = Path("~/.cache/counterclip/datasets")
@@ -330,7 +330,7 @@ def build(key: str, split: str, data_root, download: bool, image_size: int, resi
     root = default_data_root(data_root)
     missing = [p for p in spec.needs(root, native) if not Path(p).exists()]
     if missing and not (download and spec.downloadable):
-        raise CounterclipError(_missing_message(spec, root, missing, download))
+        raise DatasetNotFoundError(_missing_message(spec, root, missing, download))
     transform = pil_transform(image_size, resize)
     try:
         if download:

@@ -33,6 +33,7 @@ class EvalConfig:
     datasets: list = field(default_factory=lambda: ["fashion-mnist"])
     data_root: str | None = None
     download: bool = False
+    allow_partial: bool = False  # evaluate a dataset whose sample count is off (the record says so)
     attacks: list = field(default_factory=lambda: ["none"])
     eps: list = field(default_factory=lambda: ["1/255"])
     steps: int = 10

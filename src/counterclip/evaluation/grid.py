@@ -185,11 +185,12 @@ class GridRunner:
         cfg = self.cfg
         self.image_size = cfg.image_size or self.model.image_size
         self.data = get_dataset(name, data_root=cfg.data_root, download=cfg.download, image_size=self.image_size,
-                                resize=cfg.resize, prompts=cfg.prompts)
+                                resize=cfg.resize, prompts=cfg.prompts, allow_partial=cfg.allow_partial)
         self.clf = ZeroShotClassifier(self.model, self.data.classnames, self.data.templates)
         self.indices = select_indices(len(self.data), cfg.limit, cfg.seed)
         self._start, self._end = self.dist.shard(len(self.indices))
         self.base_key = {**self.model_id, "dataset": self.data.name, "split": self.data.split,
+                         "source": self.data.source,
                          "data": self.data.extra,
                          "classnames": self.data.classnames, "templates": self.data.templates,
                          "preprocess": self.data.preprocess, "image_size": self.image_size,
@@ -393,6 +394,7 @@ class GridRunner:
                "metrics": {**accuracy_metrics("clean", nc, n), **accuracy_metrics("robust", nr, n), "n_samples": n},
                "seed": cfg.seed, "limit": cfg.limit, "prompts": self.data.prompts, "templates": self.data.templates,
                "preprocess": self.data.preprocess, "adv_storage": "fp16 perturbation, re-projected on load"}
+        rec.update(self.data.record_fields())  # source, dataset_size, split_note, count_check (issue 9)
         if adaptive is not None:
             rec["adaptive_attack"] = adaptive.config()
         rec["sanity"] = self.sanity_for(aname, eps, attack, dname, defense, threat, nr / n if n else 0.0, n,
