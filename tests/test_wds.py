@@ -86,3 +86,157 @@ def test_mirror_reads_every_format_and_matches_the_imagefolder(mirror):
         assert yw == yf and torch.equal(xw, xf), i
     assert w.source == "wds:clip-benchmark/wds_mini" and w.split == "test"
     assert w.record_fields()["count_check"]["status"] == "unknown"  # not a registry dataset's mirror
+
+
+def _records(out: Path) -> dict:
+    recs = {}
+    for p in out.rglob("*.json"):
+        if ".state" in p.parts:
+            continue
+        rec = json.loads(p.read_text())
+        recs[(rec["attack"]["name"] if isinstance(rec["attack"], dict) else rec["attack"], rec["defense"]["name"])] = \
+            (rec, np.load(p.with_suffix(".npz")))
+    return recs
+
+
+def test_eval_on_the_mirror_gives_the_imagefolders_per_sample_results(mirror, tmp_path):
+    from counterclip.cli import main
+
+    copy, folder = mirror
+    common = ["eval", "--model", "tiny-fmnist", "--attack", "none", "--defense", "none", "--batch-size", "10"]
+    assert main([*common, "--dataset", "wds/mini", "--data-root", str(copy), "--output", str(tmp_path / "w")]) == 0
+    assert main([*common, "--dataset", "imagefolder", "--data-root", str(folder),
+                 "--output", str(tmp_path / "f")]) == 0
+    (rw, zw), = _records(tmp_path / "w").values()
+    (rf, zf), = _records(tmp_path / "f").values()
+    for k in ("index", "label", "clean_correct", "robust_correct"):
+        assert np.array_equal(zw[k], zf[k]), k
+    assert rw["metrics"]["clean_acc"] == rf["metrics"]["clean_acc"] and rw["metrics"]["n_samples"] == 24
+    assert rw["dataset"] == "wds/mini" and rw["source"] == "wds:clip-benchmark/wds_mini"
+    assert rw["dataset_size"] == 24 and rw["split"] == "test" and rf["source"] == "imagefolder"
+
+
+def test_parent_folder_serves_several_mirrors_and_ignores_other_copies(mirror, tmp_path):
+    copy, _ = mirror
+    assert wds.local_copy("mini", copy.parent) == copy  # DIR/wds_mini
+    assert wds.local_copy("mini", copy) == copy  # the copy itself
+    assert wds.local_copy("cars", copy) is None  # another dataset's copy is not taken for wds/cars
+    assert wds.repo_id("vtab/cifar10") == "clip-benchmark/wds_vtab-cifar10"  # CLIP_benchmark's dataset_cleaned
+
+
+def _registry_mirror(root: Path, key: str, n=6, reverse=False, drop_shard=False):
+    """A mirror copy of a registry dataset's mirror under ROOT/wds_<name>, with the registry's raw class names
+    (optionally in reversed label order)."""
+    import webdataset
+
+    from counterclip.data.paper import load_metadata
+
+    m = routes.mirror_of(key)
+    meta = load_metadata(key)
+    names = list(meta.get("raw_classes") or meta["classnames"])
+    if reverse:
+        names = names[::-1]
+    images, _ = _fmnist_images(n)
+    folder = root / f"wds_{wds.cleaned(m['dataset'][4:])}"
+    (folder / m["split"]).mkdir(parents=True)
+    with webdataset.ShardWriter(str(folder / m["split"] / "%d.tar"), maxcount=2, verbose=0) as sink:
+        for j in range(n):
+            sink.write({"__key__": "s%07d" % j, "webp": _encode(images[j], "webp"), "cls": j % len(names)})
+        nshards = sink.shard
+    (folder / m["split"] / "nshards.txt").write_text(f"{nshards}\n")
+    (folder / "classnames.txt").write_text("\n".join(names) + "\n")
+    if drop_shard:
+        (folder / m["split"] / "1.tar").unlink()
+    return folder
+
+
+def test_registry_dataset_falls_back_to_its_mirror_with_counts_checked(tmp_path):
+    from counterclip.data.paper import load_metadata
+
+    _registry_mirror(tmp_path, "stanford-cars", reverse=True)
+    with pytest.raises(CounterclipError, match="6 samples where 8041 are expected") as e:
+        get_dataset("stanford-cars", data_root=tmp_path, image_size=28)
+    assert "\n" not in str(e.value) and "--allow-partial" in str(e.value)
+    with pytest.warns(UserWarning, match="allow-partial"):
+        data = get_dataset("stanford-cars", data_root=tmp_path, image_size=28, allow_partial=True)
+    assert data.name == "stanford-cars" and data.source == "wds:clip-benchmark/wds_cars" and data.split == "test"
+    assert data.classnames == load_metadata("stanford-cars")["classnames"][::-1]  # mapped by name, not position
+    assert data.templates == load_metadata("stanford-cars")["templates"]
+    rec = data.record_fields()
+    assert rec["count_check"] == {"found": 6, "expected": 8041, "basis": "derived", "status": "partial (allowed)",
+                                  "allow_partial": True}
+    assert "split_note" not in rec  # the mirror's split is the paper's
+
+
+def test_mirror_with_a_different_split_is_marked(tmp_path):
+    _registry_mirror(tmp_path, "eurosat")
+    with pytest.warns(UserWarning):
+        data = get_dataset("eurosat", data_root=tmp_path, image_size=28, allow_partial=True)
+    assert data.source == "wds:clip-benchmark/wds_vtab-eurosat"
+    assert "VTAB" in data.record_fields()["split_note"]
+    with pytest.warns(UserWarning):  # the same mirror under its own name says so too
+        assert "split_note" in get_dataset("wds/vtab/eurosat", data_root=tmp_path, image_size=28,
+                                           allow_partial=True).record_fields()
+
+
+def test_a_missing_shard_fails_in_one_line_unless_allowed(tmp_path):
+    folder = _registry_mirror(tmp_path, "stanford-cars", drop_shard=True)
+    with pytest.raises(CounterclipError, match="1 of 3 shards missing") as e:
+        get_dataset("wds/cars", data_root=folder, image_size=28)
+    assert "\n" not in str(e.value)
+    with pytest.warns(UserWarning):
+        data = get_dataset("wds/cars", data_root=folder, image_size=28, allow_partial=True)
+    assert len(data) == 4 and data.record_fields()["mirror"]["missing_shards"] == ["1.tar"]
+
+
+@pytest.mark.parametrize("how", ["HF_HUB_OFFLINE", "unreachable endpoint"])
+def test_download_without_network_or_cache_fails_fast_naming_the_repo(tmp_path, monkeypatch, capsys, how):
+    from huggingface_hub import constants
+
+    from counterclip.cli import main
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    if how == "HF_HUB_OFFLINE":
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    else:  # no proxy, an endpoint nobody listens on: the model layer's probe puts the hub client offline
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.delenv(v, raising=False)
+        monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+    t0 = time.monotonic()
+    rc = main(["eval", "--model", "tiny-fmnist", "--dataset", "wds/cars", "--download", "--data-root",
+               str(tmp_path / "data"), "--output", str(tmp_path / "out")])
+    elapsed = time.monotonic() - t0
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert rc == 2 and len(err) == 1, err
+    assert "clip-benchmark/wds_cars" in err[0] and str(tmp_path / "hf") in err[0]
+    assert elapsed < 60, elapsed  # generous: a retry loop would take minutes; not a speed assertion
+
+
+def test_every_registry_dataset_has_a_route_and_the_docs_show_it():
+    from counterclip.data import paper
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "datasets.md").read_text()
+    assert set(routes.table()["datasets"]) == set(paper.SPECS)
+    for key, r in routes.table()["datasets"].items():
+        assert r["torchvision"]["status"] in ("works", "broken", "manual", "fragile"), key
+        assert "test" in r["counts"] or {"val", "all"} & set(r["counts"]), key
+        m = r["mirror"]
+        if m is not None:
+            assert m["repo"] == wds.repo_id(m["dataset"][len("wds/"):]), key
+            assert routes.registry_key_for(m["dataset"][len("wds/"):]) == key
+            assert f"`{m['dataset']}`" in docs and m["repo"] in docs, key
+
+
+def test_same_order_and_pixels_as_clip_benchmarks_own_reader(mirror):
+    """Dev yardstick: CLIP_benchmark's build_wds_dataset (webdataset streaming) on the same copy."""
+    builder = pytest.importorskip("clip_benchmark.datasets.builder")
+    copy, _ = mirror
+    ours = get_dataset("wds/mini", data_root=copy, image_size=28)
+    theirs = builder.build_wds_dataset("mini", transform=ours.dataset.transform, split="test", data_dir=str(copy))
+    items = list(theirs)
+    assert len(items) == len(ours)
+    for i, (x, y) in enumerate(items):
+        xo, yo = ours.dataset[i]
+        assert int(y) == yo and torch.equal(x, xo), i
+    assert theirs.classes == ours.classnames
