@@ -160,7 +160,9 @@ def test_registry_dataset_falls_back_to_its_mirror_with_counts_checked(tmp_path)
     with pytest.warns(UserWarning, match="allow-partial"):
         data = get_dataset("stanford-cars", data_root=tmp_path, image_size=28, allow_partial=True)
     assert data.name == "stanford-cars" and data.source == "wds:clip-benchmark/wds_cars" and data.split == "test"
-    assert data.classnames == load_metadata("stanford-cars")["classnames"][::-1]  # mapped by name, not position
+    names = load_metadata("stanford-cars")["classnames"]
+    assert data.classnames == names  # the registry's label order: the mirror's labels are mapped by name
+    assert [y for _, y in (data.dataset[i] for i in range(6))] == [len(names) - 1 - j for j in range(6)]
     assert data.templates == load_metadata("stanford-cars")["templates"]
     rec = data.record_fields()
     assert rec["count_check"] == {"found": 6, "expected": 8041, "basis": "derived", "status": "partial (allowed)",
@@ -240,3 +242,46 @@ def test_same_order_and_pixels_as_clip_benchmarks_own_reader(mirror):
         xo, yo = ours.dataset[i]
         assert int(y) == yo and torch.equal(x, xo), i
     assert theirs.classes == ours.classnames
+
+
+def test_reference_prompts_on_a_mirror_drop_what_the_reference_drops(tmp_path):
+    """ImageNet's reference prompt set drops n03710637 with its images: a mirror read with them does the same."""
+    from counterclip.data.paper import load_metadata
+    from counterclip.data.prompts import prompt_set
+
+    import webdataset
+
+    meta = load_metadata("imagenet")
+    names = list(meta["classnames"])  # the mirror's classnames.txt holds CLIP's curated names
+    gone = meta["raw_classes"].index("n03710637")
+    labels = [0, gone, gone + 1, len(names) - 1]
+    images, _ = _fmnist_images(len(labels))
+    folder = tmp_path / "wds_imagenet1k"
+    (folder / "test").mkdir(parents=True)
+    with webdataset.ShardWriter(str(folder / "test" / "%d.tar"), maxcount=10, verbose=0) as sink:
+        for j, lab in enumerate(labels):
+            sink.write({"__key__": "s%07d" % j, "jpg": _encode(images[j], "jpg"), "cls": lab})
+    (folder / "test" / "nshards.txt").write_text("1\n")
+    (folder / "classnames.txt").write_text("\n".join(names) + "\n")
+    with pytest.warns(UserWarning):
+        data = get_dataset("imagenet", data_root=tmp_path, image_size=28, prompts="reference", allow_partial=True)
+    ref = prompt_set("imagenet", "reference")
+    assert data.classnames == ref["classnames"] and len(data.classnames) == 999
+    assert [y for _, y in (data.dataset[i] for i in range(len(data)))] == [0, gone, len(names) - 2]
+    assert data.record_fields()["count_check"]["found"] == 4  # counted before the reference's drop
+    with pytest.warns(UserWarning):
+        clip = get_dataset("wds/imagenet1k", data_root=tmp_path, image_size=28, allow_partial=True)
+    assert clip.classnames == names and len(clip) == 4  # the mirror as it is
+
+
+def test_datasets_command_shows_routes_and_local_copies(tmp_path, capsys):
+    from counterclip.cli import main
+
+    _registry_mirror(tmp_path, "stanford-cars")
+    assert main(["datasets", "--data-root", str(tmp_path), "--routes", "stanford-cars", "caltech256"]) == 0
+    out = capsys.readouterr().out
+    assert "torchvision --download: broken" in out and "clip-benchmark/wds_cars" in out
+    assert f"mirror copy {tmp_path / 'wds_cars'}" in out and "caltech256" in out and "none in CLIP_benchmark" in out
+    assert main(["datasets", "--data-root", str(tmp_path), "--json"]) == 0
+    rows = {r["key"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["stanford-cars"]["mirror"]["status"] == "copy" and rows["caltech256"]["mirror"] is None

@@ -13,6 +13,9 @@ def register(sub) -> None:
     p.add_argument("--data-root", default=None, help="where datasets live (default $COUNTERCLIP_DATA or "
                                                      "~/.cache/counterclip/datasets)")
     p.add_argument("--json", action="store_true", help="machine-readable list")
+    p.add_argument("--routes", nargs="*", metavar="KEY", default=None,
+                   help="every route per dataset (torchvision download, webdataset mirror, counts) with what is on "
+                        "this machine; optionally only KEY...")
     p.set_defaults(func=_cmd_list)
     dsub = p.add_subparsers(dest="datasets_command", metavar="{show}")
     s = dsub.add_parser("show", help="class names and templates of one dataset (no dataset files needed)")
@@ -27,6 +30,11 @@ def register(sub) -> None:
 def _cmd_list(args) -> int:
     from .data.catalog import dataset_status, format_status
 
+    if args.routes is not None:
+        from .data.routes import routes_view
+
+        print(routes_view([k.lower() for k in args.routes] or None, args.data_root))
+        return 0
     rows = dataset_status(args.data_root)
     print(json.dumps(rows, indent=1) if args.json else format_status(rows, args.data_root))
     return 0

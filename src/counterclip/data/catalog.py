@@ -19,6 +19,20 @@ def _fashion_mnist_status(root: Path) -> tuple[str, str]:
     return "no", str(root)
 
 
+def mirror_status(key: str, root) -> dict | None:
+    """The dataset's CLIP_benchmark mirror (``routes.json``) and whether a copy is here: ``{"dataset", "repo",
+    "status": "copy" | "cached" | "absent", "where"}``; None when it has no mirror."""
+    from . import routes
+
+    m = routes.mirror_of(key)
+    if m is None:
+        return None
+    st = routes.local_status(key, root)
+    status, where = (("copy", st["mirror_copy"]) if st["mirror_copy"] else
+                     ("cached", st["mirror_cached"]) if st["mirror_cached"] else ("absent", None))
+    return {"dataset": m["dataset"], "repo": m["repo"], "status": status, "where": where}
+
+
 def dataset_status(data_root=None) -> list[dict]:
     """One dict per registry key: ``key``, ``name``, ``on_disk`` ("yes" / "no" / "n/a"), ``where`` (the path
     checked or found), ``how`` (how to get it), ``prompts`` (the prompt styles it has)."""
@@ -32,7 +46,9 @@ def dataset_status(data_root=None) -> list[dict]:
             spec = paper.SPECS[key]
             native = spec.splits["test"]
             missing = [p for p in spec.needs(root, native) if not Path(p).exists()]
+            mirror = mirror_status(key, root)
             rows.append({"key": key, "name": spec.meta["display_name"], "on_disk": "no" if missing else "yes",
+                         "mirror": mirror,
                          "where": str(missing[0]) if missing else str(root), "how": spec.howto.replace(
                              "{root}", str(root)), "downloadable": spec.downloadable, "prompts": styles,
                          "paper": key in paper.PAPER_DATASETS})
@@ -55,10 +71,15 @@ def format_status(rows: list[dict], data_root=None) -> str:
     lines.append(f"{'dataset':<{width}}  {'on disk':<7}  {'prompts':<14}  how to get it")
     for r in rows:
         note = "" if r["on_disk"] != "no" else f" [missing {r['where']}]"
+        if r.get("mirror"):
+            m = r["mirror"]
+            note += f"; mirror --dataset {m['dataset']}" + (f" [{m['status']}: {m['where']}]" if m["where"] else "")
         tag = " (outside the paper's 16-dataset average)" if r["key"] == "tinyimagenet" else ""
         lines.append(f"{r['key']:<{width}}  {r['on_disk']:<7}  {','.join(r['prompts']):<14}  "
                      f"{r['name']}{tag}: {r['how']}{note}")
     lines.append("")
     lines.append("`counterclip datasets show KEY [--prompts clip|reference] [--json]` prints a dataset's class names "
                  "and templates (no data needed).")
+    lines.append("`counterclip datasets --routes [KEY ...]` gives every route (torchvision, webdataset mirror, "
+                 "manual) with sample counts; docs/datasets.md has the same table.")
     return "\n".join(lines)

@@ -227,7 +227,10 @@ def _spec_table() -> dict[str, PaperDataset]:
           "cars_test_annos_withlabels.mat exist", False,
           lambda r, s, d, t: tv().StanfordCars(str(r), split=s, transform=t, download=False), cls),
         P("sun397", whole, lambda r, s: [r / "SUN397" / "ClassName.txt"],
-          dl.format(url="http://vision.princeton.edu/projects/2010/SUN/SUN397.tar.gz"), True,
+          "torchvision's download URL (http://vision.princeton.edu/projects/2010/SUN/SUN397.tar.gz) is dead: "
+          "--download fetches the webdataset mirror wds/sun397 instead (a test subset, not the whole dataset; "
+          "docs/datasets.md), or unpack a SUN397.tar.gz you have into {root} (gives {root}/SUN397/ClassName.txt)",
+          True,
           lambda r, s, d, t: tv().SUN397(str(r), transform=t, download=d), cls),
         P("country211", {**_TEST, "val": "valid", "valid": "valid", "train": "train"},
           lambda r, s: [r / "country211" / s],

@@ -100,11 +100,18 @@ def relabel_to_registry(key: str, ds, mirror_classnames: list[str], prompts: str
 
     meta = load_metadata(key)
     canon = list(meta.get("raw_classes") or meta["classnames"])  # the clip set's label order
-    lookup: dict[str, int] = {}
+    lookup: dict[str, list[int]] = {}
     for names in (meta.get("raw_classes") or [], meta["classnames"]):
         for i, n in enumerate(names):
-            lookup.setdefault(_norm(n), i)
-    order = [lookup.get(_norm(c)) for c in mirror_classnames]
+            hits = lookup.setdefault(_norm(n), [])
+            if i not in hits:
+                hits.append(i)
+    seen: dict[str, int] = {}
+    order = []
+    for c in mirror_classnames:  # a name two classes share (ImageNet's two "crane"s) maps in order of appearance
+        hits, k = lookup.get(_norm(c), []), seen.get(_norm(c), 0)
+        order.append(hits[k] if k < len(hits) else None)
+        seen[_norm(c)] = k + 1
     unknown = [c for c, i in zip(mirror_classnames, order) if i is None]
     if unknown or len(set(order)) != len(order) or len(order) != len(canon):
         why = (f"class {unknown[0]!r} is not one of the packaged classes" if unknown else
