@@ -104,11 +104,12 @@ def test_imagenet_reference_drops_the_duplicate_class_and_renumbers(tmp_path):
     for w in wnids:  # ImageFolder needs every class folder non-empty
         _png(val / w / f"{w}_1.JPEG")
     _png(val / "n03710637" / "n03710637_2.JPEG")
-    clip = get_dataset("imagenet", data_root=tmp_path, image_size=8)
-    ref = get_dataset("imagenet", data_root=tmp_path, image_size=8, prompts="reference")
+    clip = get_dataset("imagenet", data_root=tmp_path, image_size=8, allow_partial=True)  # a 1001-image tree
+    ref = get_dataset("imagenet", data_root=tmp_path, image_size=8, prompts="reference", allow_partial=True)
     assert len(clip) == 1001 and len(clip.classnames) == 1000 and clip.prompts == "clip"
     assert len(ref) == 999 and len(ref.classnames) == 999 and ref.prompts == "reference"
     assert ref.extra["dropped_classes"] == ["n03710637"] and ref.extra["prompts"] == "reference"
+    assert ref.extra["count_check"]["found"] == 1001  # counted as published, before the reference's drop
     dropped = wnids.index("n03710637")
     targets = [t for _, t in ref.dataset.samples]
     assert targets == list(range(999))  # one image per kept class, renumbered without a gap

@@ -353,6 +353,7 @@ def build(key: str, split: str, data_root, download: bool, image_size: int, resi
         native_classes = spec.native_classes(ds)
     except Exception:
         native_classes = None
+    n_before_drop = len(ds)  # the integrity check (sources.py) counts the split as published
     if ps.get("drop_classes"):
         native_classes = _drop_classes(ds, native_classes, ps["drop_classes"])
     classnames = _align_classnames(spec, native_classes, ps["classnames"], ps.get("raw_classes"))
@@ -360,6 +361,7 @@ def build(key: str, split: str, data_root, download: bool, image_size: int, resi
              "prompts": prompts}
     if ps.get("drop_classes"):
         extra["dropped_classes"] = list(ps["drop_classes"])
+        extra["samples_before_drop"] = n_before_drop
     return LoadedDataset(key, ds, classnames, list(ps["templates"]), native,
                          preprocess=f"Resize({resize or image_size})+CenterCrop({image_size})", extra=extra,
                          prompts=prompts)

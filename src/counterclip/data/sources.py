@@ -169,7 +169,8 @@ def registry_dataset(key: str, build, split: str, data_root, download: bool, ima
                                        f"{_root(data_root) / ('wds_' + wds.cleaned(name))}") from None
         return _mirror_for_registry(key, split, data_root, download, image_size, resize, allow_partial, prompts)
     data.source = "torchvision"
-    data.extra["count_check"] = routes.check_count(f"dataset {key} ({data.extra.get('data_root')})", len(data),
+    found = data.extra.get("samples_before_drop", len(data))  # the reference ImageNet drops 50 images
+    data.extra["count_check"] = routes.check_count(f"dataset {key} ({data.extra.get('data_root')})", found,
                                                    routes.expected_count(key, "torchvision", data.split),
                                                    allow_partial)
     return data
