@@ -99,6 +99,10 @@ def _records(out: Path) -> dict:
     return recs
 
 
+def _records_list(out: Path) -> list:
+    return [(json.loads(p.read_text()), None) for p in out.rglob("*.json") if ".state" not in p.parts]
+
+
 def test_eval_on_the_mirror_gives_the_imagefolders_per_sample_results(mirror, tmp_path):
     from counterclip.cli import main
 
@@ -179,6 +183,36 @@ def test_mirror_with_a_different_split_is_marked(tmp_path):
     with pytest.warns(UserWarning):  # the same mirror under its own name says so too
         assert "split_note" in get_dataset("wds/vtab/eurosat", data_root=tmp_path, image_size=28,
                                            allow_partial=True).record_fields()
+
+    from counterclip.cli import main
+    from counterclip.report import build_report
+
+    out = tmp_path / "out"
+    with pytest.warns(UserWarning):
+        assert main(["eval", "--model", "tiny-fmnist", "--dataset", "eurosat", "--data-root", str(tmp_path),
+                     "--allow-partial", "--output", str(out)]) == 0
+    (rec, _), = _records(out).values()
+    assert rec["source"] == "wds:clip-benchmark/wds_vtab-eurosat" and rec["split"] == "test"
+    assert rec["dataset_size"] == 6 and "VTAB" in rec["split_note"]
+    assert rec["count_check"]["status"] == "partial (allowed)" and rec["count_check"]["expected"] == 5400
+    build_report(out)
+    md = (out / "results.md").read_text()
+    assert "eurosat ³" in md and "³ not the paper's data" in md and "VTAB" in md and "--allow-partial" in md
+
+    # the same key from another source (the torchvision layout now present) never reuses the mirror's cache
+    from counterclip.data.paper import load_metadata
+
+    images, _ = _fmnist_images(10)
+    for j, c in enumerate(load_metadata("eurosat")["raw_classes"]):
+        p = tmp_path / "eurosat" / "2750" / c / f"{c}_1.jpg"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(_encode(images[j], "jpg"))
+    with pytest.warns(UserWarning):
+        assert main(["eval", "--model", "tiny-fmnist", "--dataset", "eurosat", "--data-root", str(tmp_path),
+                     "--allow-partial", "--output", str(out)]) == 0
+    sources = sorted(r["source"] for r, _ in _records_list(out))
+    assert sources == ["torchvision", "wds:clip-benchmark/wds_vtab-eurosat"]
+    assert len(list((out / ".state" / "eurosat").glob("clean-*"))) == 2
 
 
 def test_a_missing_shard_fails_in_one_line_unless_allowed(tmp_path):

@@ -68,11 +68,15 @@ def accuracy_tables(records: list[Record]) -> list[str]:
             header = ["dataset", "n"]
             for d in defenses:
                 header += [f"{d} clean"] if clean_only else [f"{d} clean", f"{d} robust"]
-            rows, per_col = [], {}
+            rows, per_col, caveats = [], {}, set()
             for ds in datasets:
                 row_recs = [cells[k] for d in defenses
                             if (k := (model, threat, label, eps, ds, d)) in cells]
-                row = [ds + (" ¹" if is_excluded_from_average(ds) else ""), _n_text(row_recs)]
+                caveat = data_caveat(row_recs)
+                if caveat:
+                    caveats.add(caveat)
+                row = [ds + (" ¹" if is_excluded_from_average(ds) else "") + (" ³" if caveat else ""),
+                       _n_text(row_recs)]
                 for d in defenses:
                     r = cells.get((model, threat, label, eps, ds, d))
                     vals = [r.clean_acc if r else None] + ([] if clean_only else [r.robust_acc if r else None])
@@ -102,8 +106,26 @@ def accuracy_tables(records: list[Record]) -> list[str]:
             if partial:
                 notes.append("² this defense lacks some datasets: its average covers only the k/N datasets shown "
                              "and is not comparable with the other columns.")
+            if caveats:
+                notes.append("³ not the paper's data for this dataset: " + "; ".join(sorted(caveats)) + ".")
             lines += [" ".join(notes), ""]
     return lines
+
+
+def data_caveat(recs) -> str:
+    """Why a row's data differs from the paper's (a mirror's different split, a partial copy), or ''."""
+    out = []
+    for r in recs:
+        raw = r.raw or {}
+        if raw.get("split_note"):
+            out.append(f"{r.dataset} read from {raw.get('source', 'a mirror')}, split {raw.get('split')}, "
+                       f"{raw.get('dataset_size')} samples ({raw['split_note']})")
+        status = (raw.get("count_check") or {}).get("status", "")
+        if status.startswith("partial"):
+            cc = raw["count_check"]
+            out.append(f"{r.dataset}: a partial copy ({cc.get('found')} of {cc.get('expected')} samples, "
+                       "--allow-partial)")
+    return "; ".join(dict.fromkeys(out))
 
 
 def adaptive_table(worst: list[WorstCase], many_models: bool) -> tuple[list[str], list[list[str]]]:
