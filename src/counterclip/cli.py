@@ -25,7 +25,10 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 def _add_data_args(p: argparse.ArgumentParser, required=True) -> None:
     p.add_argument("--dataset", required=required, help="registry key (fashion-mnist, imagefolder, ...)")
     p.add_argument("--data-root", default=None, help="where the dataset lives (imagefolder: its root folder)")
-    p.add_argument("--download", action="store_true", help="let torchvision download a missing dataset")
+    p.add_argument("--download", action="store_true",
+                   help="fetch a missing dataset: torchvision where its download works, else its webdataset mirror")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="evaluate a dataset whose sample count differs from the known one (the record says so)")
     p.add_argument("--limit", type=int, default=None, help="evaluate N samples (picked with --seed)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
@@ -77,7 +80,7 @@ def _cmd_zeroshot(args) -> int:
     rec = run_zeroshot(args.model or "tiny-fmnist", args.dataset, args.output, pretrained=args.pretrained,
                        vision_checkpoint=args.vision_checkpoint, data_root=args.data_root, download=args.download,
                        limit=args.limit, batch_size=args.batch_size, device=args.device, seed=args.seed,
-                       prompts=args.prompts)
+                       prompts=args.prompts, allow_partial=args.allow_partial)
     m = rec["metrics"]
     lo, hi = m["clean_acc_ci95"]
     print(f"{rec['model']} on {rec['dataset']}: top-1 {m['clean_acc']:.4f} (95% CI {lo:.4f}-{hi:.4f}, "

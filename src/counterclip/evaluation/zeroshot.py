@@ -45,7 +45,7 @@ def zeroshot_accuracy(classifier, dataset, indices, batch_size: int = 256, devic
 
 def run_zeroshot(model_name: str, dataset_name: str, output: str | Path, pretrained=None, vision_checkpoint=None,
                  data_root=None, download=False, limit=None, batch_size=256, device="cpu", seed=0,
-                 prompts: str = "clip") -> dict:
+                 prompts: str = "clip", allow_partial: bool = False) -> dict:
     from .. import load_model
     from ..data import get_dataset
     from ..zeroshot import ZeroShotClassifier
@@ -53,18 +53,19 @@ def run_zeroshot(model_name: str, dataset_name: str, output: str | Path, pretrai
     t0 = time.time()
     model = load_model(model_name, pretrained=pretrained, device=device, vision_checkpoint=vision_checkpoint)
     data = get_dataset(dataset_name, data_root=data_root, download=download, image_size=model.image_size,
-                       prompts=prompts)
+                       prompts=prompts, allow_partial=allow_partial)
     clf = ZeroShotClassifier(model, data.classnames, data.templates)
     idx = select_indices(len(data), limit, seed)
     correct, n = zeroshot_accuracy(clf, data.dataset, idx, batch_size, device, desc=f"{dataset_name}")
     record = {"model": model_name, "pretrained": pretrained, "vision_checkpoint": vision_checkpoint,
               "dataset": data.name, "split": data.split, "task": "zeroshot_classification",
               "prompts": data.prompts, "templates": data.templates, "metrics": {**accuracy_metrics("clean", correct, n), "n_samples": n},
-              "limit": limit, "seed": seed, "time_s": round(time.time() - t0, 2), "versions": versions()}
+              "limit": limit, "seed": seed, "time_s": round(time.time() - t0, 2), "versions": versions(),
+              **data.record_fields()}
     safe_model = model_name.replace("/", "_").replace(":", "_")
-    path = Path(output) / f"zeroshot_{safe_model}_{data.name}.json"
+    path = Path(output) / f"zeroshot_{safe_model}_{data.name.replace('/', '_')}.json"
     key = stable_hash({k: record[k] for k in ("model", "pretrained", "vision_checkpoint", "dataset", "split",
-                                              "templates", "limit", "seed")}, 32)
+                                              "source", "templates", "limit", "seed")}, 32)
     record = seal_record(json_plain(record), key, None)
     write_json(path, record)  # atomic and sealed, like the grid's records
     record["_path"] = str(path)
