@@ -103,7 +103,8 @@ def list_datasets() -> list[str]:
 
 
 def get_dataset(name: str, split: str = "test", data_root=None, download: bool = False, image_size: int = 224,
-                resize: int | None = None, prompts: str = DEFAULT_PROMPTS, allow_partial: bool = False) -> LoadedDataset:
+                resize: int | None = None, prompts: str = DEFAULT_PROMPTS,
+                allow_partial: bool = False) -> LoadedDataset:
     """Load a registered dataset (or ``wds/<name>``, a webdataset mirror); a missing one fails with where it
     looked and how to get it, a registry dataset whose sample count is off fails unless ``allow_partial``.
 
