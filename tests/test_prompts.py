@@ -148,7 +148,8 @@ def test_eval_prompts_flag_and_paper_preset():
         "reference"
 
 
-REFERENCE = Path("/work/.mirror/Sxing2+CLIP-Test-time-Counterattacks/repo")
+REFERENCE = Path(os.environ.get("COUNTERCLIP_REFERENCE_REPO",
+                                "/work/.mirror/Sxing2+CLIP-Test-time-Counterattacks/repo"))  # a snapshot, if any
 
 
 def test_packaged_reference_sets_regenerate_from_the_reference_code(tmp_path):

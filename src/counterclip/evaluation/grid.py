@@ -58,7 +58,8 @@ class GridRunner:
         self.model = load_model(cfg.model, cfg.pretrained, device=self.device, vision_checkpoint=cfg.vision_checkpoint)
         self.model_id = {"model": cfg.model, "pretrained": cfg.pretrained,
                          "vision_checkpoint_sha256": file_sha256(cfg.vision_checkpoint) if cfg.vision_checkpoint
-                         else None, "weights_sha256": weights_fingerprint(cfg.model, cfg.pretrained)}
+                         else None, "weights_sha256": weights_fingerprint(cfg.model, cfg.pretrained),
+                         "activation": self.model.activation}
         self._config_keys: dict[Path, str] = {}  # record path -> its full configuration key (record_path)
         self._fresh: set[Path] = set()  # cell folders (re)started in this run (--overwrite)
         self.summary: list[dict] = []
@@ -389,6 +390,7 @@ class GridRunner:
         n = len(robust_correct)
         nc, nr = int(clean_correct.sum()), int(robust_correct.sum())
         rec = {"model": cfg.model, "pretrained": cfg.pretrained, "vision_checkpoint": cfg.vision_checkpoint,
+               "activation": self.model.activation,
                "dataset": self.data.name, "split": self.data.split, "attack": attack_cfg,
                "defense": {"name": dname, "params": params}, "threat_model": threat,
                "metrics": {**accuracy_metrics("clean", nc, n), **accuracy_metrics("robust", nr, n), "n_samples": n},

@@ -58,6 +58,7 @@ def run_zeroshot(model_name: str, dataset_name: str, output: str | Path, pretrai
     idx = select_indices(len(data), limit, seed)
     correct, n = zeroshot_accuracy(clf, data.dataset, idx, batch_size, device, desc=f"{dataset_name}")
     record = {"model": model_name, "pretrained": pretrained, "vision_checkpoint": vision_checkpoint,
+              "activation": model.activation,
               "dataset": data.name, "split": data.split, "task": "zeroshot_classification",
               "prompts": data.prompts, "templates": data.templates, "metrics": {**accuracy_metrics("clean", correct, n), "n_samples": n},
               "limit": limit, "seed": seed, "time_s": round(time.time() - t0, 2), "versions": versions(),

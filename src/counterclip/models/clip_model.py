@@ -44,6 +44,7 @@ class ClipModel(nn.Module):
         self.geometry = self.model_geometry
         self.name, self.pretrained = name, pretrained
         self.vision_checkpoint: str | None = None
+        self.activation: str | None = None  # the MLP activation the backend built (quick_gelu / gelu), for records
         self.base_visual: nn.Module | None = None  # the original tower when a robust one was loaded
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
@@ -103,4 +104,5 @@ class ClipModel(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"name={self.name!r}, pretrained={self.pretrained!r}, image_size={self.image_size}, "
-                f"logit_scale={self.logit_scale:.2f}, vision_checkpoint={self.vision_checkpoint!r}")
+                f"logit_scale={self.logit_scale:.2f}, vision_checkpoint={self.vision_checkpoint!r}, "
+                f"activation={self.activation!r}")

@@ -99,4 +99,6 @@ def build(name: str, device="cpu") -> ClipModel:
     clip = ClipModel(_HFVision(model), _HFText(model, tokenizer, max_len),
                      image_size=image_size, logit_scale=model.logit_scale.exp().item(), mean=mean, std=std,
                      interpolation=interp, name=name, pretrained=None, backbone=model, geometry=geometry)
+    acts = {model.config.vision_config.hidden_act, model.config.text_config.hidden_act}
+    clip.activation = acts.pop() if len(acts) == 1 else "mixed"
     return clip.to(device)

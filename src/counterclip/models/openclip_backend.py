@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 import threading
+import warnings
 from urllib.parse import urlparse
 
 from ..errors import CounterclipError, UnknownNameError
@@ -107,6 +108,10 @@ def build(name: str, pretrained: str | None, device="cpu", random_init: bool = F
             raise CounterclipError(f"unknown pretrained tag {pretrained!r} for {arch}, and no such file; valid "
                                    f"tags: {', '.join(tags) or '(none)'}")
         kwargs = {"pretrained": None if pretrained == "random" else pretrained}
+        if pretrained in tags and open_clip.get_pretrained_cfg(arch, pretrained).get("quick_gelu"):
+            kwargs["force_quick_gelu"] = True  # OpenAI weights were trained with QuickGELU (spec section 7)
+        elif pretrained != "random":
+            _warn_activation(arch, tags)
         label = f"{arch} / {pretrained}"
     from_hub = name.startswith("hf-hub:") or (load_weights and kwargs.get("pretrained") is not None
                                               and not os.path.isfile(kwargs["pretrained"]))
@@ -128,6 +133,7 @@ def build(name: str, pretrained: str | None, device="cpu", random_init: bool = F
                      std=pp.get("std", None) or (0.26862954, 0.26130258, 0.27577711),
                      interpolation=_interp(pp.get("interpolation", "bicubic")), name=name, pretrained=pretrained,
                      backbone=model, geometry=from_open_clip(pp, image_size))
+    clip.activation = activation_of(model)
     return clip.to(device)
 
 
@@ -141,6 +147,34 @@ class OpenClipText:
     def __call__(self, texts):
         tokens = self.tokenizer(texts).to(next(self.model.parameters()).device)
         return self.model.encode_text(tokens)
+
+
+def _warn_activation(arch: str, tags: list[str]) -> None:
+    """A local checkpoint under a plain-GELU architecture that open_clip also lists QuickGELU weights for (OpenAI's):
+    a state dict cannot say which activation it was trained with, so say it once rather than guess."""
+    import open_clip
+
+    cfg = open_clip.get_model_config(arch) or {}
+    if cfg.get("quick_gelu"):
+        return
+    quick = [t for t in tags if open_clip.get_pretrained_cfg(arch, t).get("quick_gelu")]
+    if not quick:
+        return
+    alt = f"{arch}-quickgelu"
+    fix = f"use --model {alt}" if alt in open_clip.list_models() else "build it with QuickGELU"
+    warnings.warn(f"{arch} builds plain GELU, but open_clip's {', '.join(quick)} weights for it were trained with "
+                  f"QuickGELU; if this checkpoint holds such weights, {fix} (a state dict cannot tell which "
+                  "activation it was trained with)", UserWarning, stacklevel=4)
+
+
+def activation_of(model) -> str:
+    """``quick_gelu``, ``gelu`` or ``mixed``: the MLP activation(s) the built network really uses."""
+    from open_clip.transformer import QuickGELU
+    from torch import nn
+
+    kinds = {"quick_gelu" if isinstance(m, QuickGELU) else "gelu" for m in model.modules()
+             if isinstance(m, (QuickGELU, nn.GELU))}
+    return kinds.pop() if len(kinds) == 1 else ("mixed" if kinds else "none")
 
 
 def _interp(name: str) -> str:
