@@ -141,7 +141,10 @@ def test_eval_prompts_flag_and_paper_preset():
     from counterclip.cli_commands import eval_config
 
     parse = build_parser().parse_args
-    assert eval_config(parse(["eval", "--preset", "paper", "--output", "x"])).prompts == "reference"
+    paper_cfg = eval_config(parse(["eval", "--preset", "paper", "--output", "x"]))
+    assert paper_cfg.prompts == "reference" and paper_cfg.model == "ViT-B-32-quickgelu"
+    assert paper_cfg.pretrained == "openai"
+    assert paper_cfg.datasets == paper.PAPER_DATASETS + ["tinyimagenet"]  # its own row, outside the average
     assert eval_config(parse(["eval", "--preset", "paper", "--prompts", "clip", "--output", "x"])).prompts == "clip"
     assert eval_config(parse(["eval", "--dataset", "cifar10", "--output", "x"])).prompts == "clip"
     assert parse(["zeroshot", "--dataset", "cifar10", "--prompts", "reference", "--output", "x"]).prompts == \
