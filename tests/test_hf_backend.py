@@ -189,3 +189,13 @@ def test_hf_model_pickles_and_deep_copies(hf_model, tmp_path):
         for p in twin.parameters():
             p.add_(0.05)
         assert not torch.allclose(twin.encode_text(["cat"]), hf_model.encode_text(["cat"]))
+
+
+def test_text_from_token_embeddings_equals_encode_text(hf_model):
+    """The prompt-embedding path (R-TPT's learnable context) is the text tower after the embedding lookup."""
+    texts = ["a photo of a cat.", "a photo of a dog, a pet.", "shoe"]
+    tok = hf_model.tokenize(texts)
+    with torch.no_grad():
+        got = hf_model.encode_text_embeddings(hf_model.embed_tokens(tok["ids"]), tok)
+        want = hf_model.encode_text(texts)
+    assert torch.allclose(got, want, atol=1e-5)

@@ -95,6 +95,29 @@ class ClipModel(nn.Module):
             texts = [texts]
         return self._text_fn(list(texts))
 
+    # -- prompts from token embeddings (learnable contexts, CoOp-style: R-TPT) --------------------------------
+    # A backend's text object (``text_fn``) may offer ``tokenize(texts)``, ``embed(ids)`` and
+    # ``encode_embeddings(embeds, tokens)``: access to its text tower below the tokenizer.
+    def _prompts(self):
+        if not all(hasattr(self._text_fn, m) for m in ("tokenize", "embed", "encode_embeddings")):
+            raise NotImplementedError(f"{self.name or type(self).__name__}: this backend gives no access to the "
+                                      "text tower's token embeddings (needed for a learnable prompt context)")
+        return self._text_fn
+
+    def tokenize(self, texts: Sequence[str]) -> dict:
+        """``{"ids": LongTensor (N, L), "attention_mask": LongTensor (N, L) or None}`` on the model's device."""
+        return self._prompts().tokenize(list(texts))
+
+    def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        """Token embeddings (N, L, D) of ``ids``, without positions: what a learnable context replaces."""
+        return self._prompts().embed(ids)
+
+    def encode_text_embeddings(self, embeds: torch.Tensor, tokens: dict) -> torch.Tensor:
+        """The text tower on token embeddings ``embeds`` (N, L, D) laid out as ``tokens`` (which give the pooling
+        position and the padding): unnormalised text features (N, E), differentiable in ``embeds``; weights stay
+        frozen. ``encode_text_embeddings(embed_tokens(t["ids"]), t)`` equals ``encode_text`` on the same texts."""
+        return self._prompts().encode_embeddings(embeds, tokens)
+
     def encode_image_base(self, x: torch.Tensor) -> torch.Tensor:
         """Encode with the original (pre-finetuning) vision tower; TTC's tau encoder on robust finetuned models
         (spec section 2). Only when a ``vision_checkpoint`` replaced the tower."""

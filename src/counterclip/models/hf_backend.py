@@ -35,6 +35,34 @@ class _HFText:
         out = self.model.get_text_features(**enc)
         return out if isinstance(out, torch.Tensor) else out.pooler_output
 
+    # token-embedding access (R-TPT's learnable context): the text model after the embedding lookup (positions
+    # added by its embeddings module, causal + padding mask, final norm, EOS pooling, projection), as
+    # ``CLIPTextModel.forward`` does; tests/test_hf_backend.py checks that the two agree
+    def tokenize(self, texts):
+        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_len, return_tensors="pt")
+        dev = next(self.model.parameters()).device
+        return {"ids": enc["input_ids"].to(dev), "attention_mask": enc["attention_mask"].to(dev)}
+
+    def embed(self, ids):
+        return self.model.text_model.embeddings.token_embedding(ids)
+
+    def encode_embeddings(self, embeds, tokens):
+        from transformers.masking_utils import create_causal_mask
+
+        text = self.model.text_model
+        ids = tokens["ids"]
+        hidden = text.embeddings(inputs_embeds=embeds)
+        mask = create_causal_mask(config=text.config, inputs_embeds=hidden, attention_mask=tokens["attention_mask"],
+                                  cache=None)
+        out = text.encoder(inputs_embeds=hidden, attention_mask=mask, is_causal=True)
+        last = text.final_layer_norm(out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0])
+        rows = torch.arange(last.shape[0], device=last.device)
+        if text.eos_token_id == 2:  # legacy configs: the EOS token has the largest id
+            pos = ids.to(torch.int).argmax(dim=-1)
+        else:
+            pos = (ids.to(torch.int) == text.eos_token_id).int().argmax(dim=-1)
+        return self.model.text_projection(last[rows, pos])
+
 
 _PROBES = ("a photo of a cat.", "a sketch of the sea")
 

@@ -10,6 +10,8 @@ import threading
 import warnings
 from urllib.parse import urlparse
 
+from torch import nn
+
 from ..errors import CounterclipError, UnknownNameError
 from .clip_model import ClipModel
 from .preprocessing import from_open_clip
@@ -147,6 +149,37 @@ class OpenClipText:
     def __call__(self, texts):
         tokens = self.tokenizer(texts).to(next(self.model.parameters()).device)
         return self.model.encode_text(tokens)
+
+    # token-embedding access (R-TPT's learnable context): ``CLIP.encode_text`` after the embedding lookup, for
+    # open_clip's CLIP (and a CustomTextCLIP whose ``text`` tower is a plain TextTransformer); tests/test_rtpt.py
+    # checks that the two agree
+    @property
+    def _tower(self):
+        tower = self.model.text if hasattr(self.model, "text") else self.model
+        if not hasattr(tower, "token_embedding") or getattr(tower, "cls_emb", None) is not None:
+            raise NotImplementedError("this open_clip text tower has no plain token-embedding layer")
+        return tower
+
+    def tokenize(self, texts):
+        return {"ids": self.tokenizer(texts).to(next(self.model.parameters()).device), "attention_mask": None}
+
+    def embed(self, ids):
+        return self._tower.token_embedding(ids)
+
+    def encode_embeddings(self, embeds, tokens):
+        from open_clip.transformer import text_global_pool
+
+        tower = self._tower
+        cast = tower.transformer.get_cast_dtype()
+        x = embeds.to(cast) + tower.positional_embedding.to(cast)
+        x = tower.transformer(x, attn_mask=tower.attn_mask)
+        x = tower.ln_final(x)
+        x = text_global_pool(x, tokens["ids"], getattr(tower, "text_pool_type", "argmax"),
+                             eos_token_id=getattr(tower, "text_eos_id", None))
+        proj = tower.text_projection
+        if proj is not None:
+            x = proj(x) if isinstance(proj, nn.Linear) else x @ proj
+        return x
 
 
 def _warn_activation(arch: str, tags: list[str]) -> None:
