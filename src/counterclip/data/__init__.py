@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 
 from ..errors import UnknownNameError
 from . import fashion_mnist, paper
+from .aliases import canonical
 from .prompts import DEFAULT_PROMPTS, PROMPT_STYLES, check_style, prompt_set
 
 
@@ -110,7 +111,8 @@ def get_dataset(name: str, split: str = "test", data_root=None, download: bool =
 
     prompts: ``"clip"`` (curated class names, the default) or ``"reference"`` (exactly as the reference TTC
     code forms them, spec section 7; for ImageNet that drops class n03710637 and its images). A ``wds/<name>``
-    mirror uses its own class names and templates."""
+    mirror uses its own class names and templates. CLIP_benchmark's dataset ids (imagenet1k, pets, cars, flowers,
+    fgvc_aircraft, vtab/...) are aliases of the registry keys."""
     from . import sources
 
     key = name.lower()
@@ -118,6 +120,7 @@ def get_dataset(name: str, split: str = "test", data_root=None, download: bool =
         check_style(prompts)
         return sources.mirror_dataset(name[len("wds/"):], split, data_root, download, image_size, resize,
                                       allow_partial, prompts)
+    key = canonical(name)
     if key not in BUILDERS:
         raise UnknownNameError("dataset", name, [*BUILDERS, "wds/<name>"])
     check_style(prompts)

@@ -25,6 +25,7 @@ from ..budgets import eps_str, parse_eps
 from ..defenses import DEFENSES, TTC, build_defense
 from ..defenses._gate import CalibratedGate
 from ..rng import per_sample_generators
+from .clip_benchmark import add_benchmark_fields
 from .config import EvalConfig
 from .describe import adaptive_attacks_for, cost_summary, gate_pass, gate_summary, run_counted
 from .describe import wanted as adaptive_wanted
@@ -397,6 +398,7 @@ class GridRunner:
                "seed": cfg.seed, "limit": cfg.limit, "prompts": self.data.prompts, "templates": self.data.templates,
                "preprocess": self.data.preprocess, "adv_storage": "fp16 perturbation, re-projected on load"}
         rec.update(self.data.record_fields())  # source, dataset_size, split_note, count_check (issue 9)
+        add_benchmark_fields(rec)  # CLIP_benchmark's pretrained (a string), task, language, metrics.acc1
         if adaptive is not None:
             rec["adaptive_attack"] = adaptive.config()
         rec["sanity"] = self.sanity_for(aname, eps, attack, dname, defense, threat, nr / n if n else 0.0, n,

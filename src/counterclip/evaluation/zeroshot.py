@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
+from .clip_benchmark import add_benchmark_fields
 from .integrity import seal_record
 from .metrics import accuracy_metrics
 from .sampling import select_indices
@@ -63,9 +64,10 @@ def run_zeroshot(model_name: str, dataset_name: str, output: str | Path, pretrai
               "prompts": data.prompts, "templates": data.templates, "metrics": {**accuracy_metrics("clean", correct, n), "n_samples": n},
               "limit": limit, "seed": seed, "time_s": round(time.time() - t0, 2), "versions": versions(),
               **data.record_fields()}
+    add_benchmark_fields(record)
     safe_model = model_name.replace("/", "_").replace(":", "_")
     path = Path(output) / f"zeroshot_{safe_model}_{data.name.replace('/', '_')}.json"
-    key = stable_hash({k: record[k] for k in ("model", "pretrained", "vision_checkpoint", "dataset", "split",
+    key = stable_hash({k: record[k] for k in ("model", "pretrained_arg", "vision_checkpoint", "dataset", "split",
                                               "source", "templates", "limit", "seed")}, 32)
     record = seal_record(json_plain(record), key, None)
     write_json(path, record)  # atomic and sealed, like the grid's records

@@ -140,7 +140,8 @@ def _parse_record(data: dict, path: Path, run_dir: Path) -> Record:
     sanity = data.get("sanity")
     return Record(
         path=path.relative_to(run_dir).as_posix(), model=str(data.get("model", "?")),
-        pretrained=data.get("pretrained"), dataset=str(data.get("dataset", "?")), attack=attack_name,
+        # pretrained_arg: what was passed (None: the model's own weights); pretrained is CLIP_benchmark's string
+        pretrained=data["pretrained_arg"] if "pretrained_arg" in data else data.get("pretrained"), dataset=str(data.get("dataset", "?")), attack=attack_name,
         eps=eps, eps_str="0" if eps == 0 else str(text), defense=_name(defense),
         defense_params=defense.get("params") or {}, threat_model=threat, adaptive_attack=adaptive,
         clean_acc=clean, robust_acc=robust, n_samples=int(n) if isinstance(n, (int, float)) else None,

@@ -1,0 +1,24 @@
+"""CLIP_benchmark's dataset ids (``clip_benchmark eval --dataset ...``) as aliases of our registry keys, so
+a researcher's dataset list works unchanged. The records keep our key."""
+
+from __future__ import annotations
+
+ALIASES = {
+    "imagenet1k": "imagenet",
+    "pets": "oxford-pets",
+    "cars": "stanford-cars",
+    "flowers": "flowers102",
+    "fgvc_aircraft": "fgvc-aircraft",
+    "fashion_mnist": "fashion-mnist",
+    **{f"vtab/{k}": v for k, v in {"caltech101": "caltech101", "cifar10": "cifar10", "cifar100": "cifar100",
+                                   "dtd": "dtd", "eurosat": "eurosat", "flowers": "flowers102",
+                                   "pets": "oxford-pets", "pcam": "pcam"}.items()},
+}
+
+
+def canonical(name: str) -> str:
+    """Our registry key for ``name`` (a key, or a CLIP_benchmark id; case-insensitive, ``_`` = ``-``)."""
+    key = str(name).strip().lower()
+    if key in ALIASES:
+        return ALIASES[key]
+    return ALIASES.get(key.replace("-", "_"), key)
