@@ -41,12 +41,13 @@ def test_zeroshot_writes_a_record(tmp_path):
     assert len(files) == 1
     rec = json.loads(files[0].read_text())
     assert rec["model"] == "tiny-fmnist"
-    assert rec["pretrained"] is None
-    assert rec["dataset"] == "fashion-mnist"
+    assert rec["pretrained"] == "tiny-fmnist" and rec["pretrained_arg"] is None  # CLIP_benchmark wants a string
+    assert rec["dataset"] == "fashion-mnist" and rec["language"] == "en"
     assert rec["task"] == "zeroshot_classification"
     m = rec["metrics"]
     assert m["n_samples"] == 200
     assert 0.0 <= m["clean_acc"] <= 1.0 and m["clean_acc"] > 0.6  # a fraction, and the model works
+    assert m["acc1"] == m["clean_acc"]
     lo, hi = m["clean_acc_ci95"]
     assert lo <= m["clean_acc"] <= hi
     assert f"{m['clean_acc']:.4f}" in res.stdout

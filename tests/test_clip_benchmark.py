@@ -1,0 +1,83 @@
+"""CLIP_benchmark-shaped results: our records carry its fields, `counterclip build` flattens them into one CSV,
+CLIP_benchmark's own `build` (a dev yardstick) reads them, and its dataset ids are aliases of our keys."""
+
+import argparse
+import csv
+import json
+
+import pytest
+
+from counterclip.cli import main
+from counterclip.data import get_dataset
+from counterclip.data.aliases import canonical
+from counterclip.evaluation.clip_benchmark import pretrained_label
+from counterclip.evaluation.config import EvalConfig
+from counterclip.evaluation.grid import GridRunner
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cb")
+    cfg = EvalConfig(output=str(out), datasets=["fashion_mnist"], attacks=["none", "pgd"], eps=["4/255"], steps=1,
+                     defenses=["none", "rn"], limit=8, batch_size=8, seed=0, probe_size=4)
+    GridRunner(cfg, log=lambda *a: None).run()
+    return out
+
+
+def _records(run_dir):
+    return [json.loads(p.read_text()) for p in sorted((run_dir / "fashion-mnist").glob("*.json"))]
+
+
+def test_records_carry_clip_benchmark_fields(run_dir):
+    recs = _records(run_dir)
+    assert len(recs) == 4  # a CLIP_benchmark id (fashion_mnist) ran as our key
+    for r in recs:
+        assert r["dataset"] == "fashion-mnist"
+        assert r["pretrained"] == "tiny-fmnist" and r["pretrained_arg"] is None
+        assert r["task"] == "zeroshot_classification" and r["language"] == "en"
+        m = r["metrics"]
+        assert m["acc1"] == (m["clean_acc"] if r["attack"]["name"] == "none" else m["robust_acc"])
+
+
+def test_counterclip_build_flattens_records_recursively(run_dir, tmp_path, capsys):
+    out = tmp_path / "results.csv"
+    assert main(["build", str(run_dir), "--output", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 4 and "4 records" in capsys.readouterr().out
+    for col in ("dataset", "model", "pretrained", "model_fullname", "acc1", "attack", "eps_str", "defense",
+                "threat_model", "clean_acc", "robust_acc", "n_samples"):
+        assert col in rows[0], col
+    by_key = {(r["attack"], r["defense"]): r for r in rows}
+    assert set(by_key) == {("none", "none"), ("none", "rn"), ("pgd", "none"), ("pgd", "rn")}
+    rec = {(r["attack"]["name"], r["defense"]["name"]): r for r in _records(run_dir)}
+    for key, row in by_key.items():
+        assert float(row["acc1"]) == rec[key]["metrics"]["acc1"]
+    assert main(["build", str(tmp_path / "nothing"), "--output", str(out)]) == 2  # one-line error
+
+
+def test_clip_benchmark_build_reads_our_records(run_dir, tmp_path):
+    cb = pytest.importorskip("clip_benchmark.cli")
+    out = tmp_path / "benchmark.csv"
+    cb.main_build(argparse.Namespace(files=[str(run_dir / "fashion-mnist")], output=str(out)))
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 4
+    assert {r["model_fullname"] for r in rows} == {"tiny-fmnist tiny-fmnist"}
+    assert sorted(float(r["acc1"]) for r in rows) == sorted(r["metrics"]["acc1"] for r in _records(run_dir))
+
+
+def test_clip_benchmark_dataset_ids_are_aliases():
+    for cb_id, ours in {"imagenet1k": "imagenet", "pets": "oxford-pets", "cars": "stanford-cars",
+                        "flowers": "flowers102", "fgvc_aircraft": "fgvc-aircraft", "vtab/pets": "oxford-pets",
+                        "cifar10": "cifar10", "sun397": "sun397", "fashion-mnist": "fashion-mnist"}.items():
+        assert canonical(cb_id) == ours
+    assert get_dataset("Fashion_MNIST").name == "fashion-mnist"
+
+
+def test_pretrained_is_always_a_string(tmp_path):
+    weights = tmp_path / "ckpt.safetensors"
+    weights.write_bytes(b"")
+    assert pretrained_label("ViT-B-32", "openai") == "openai"
+    assert pretrained_label("ViT-B-32", str(weights)) == "ckpt.safetensors"
+    assert pretrained_label("tiny-fmnist", None) == "tiny-fmnist"
+    assert pretrained_label("hf:" + str(tmp_path), None) == tmp_path.name
+    assert pretrained_label("hf:openai/clip-vit-base-patch32", None) == "openai/clip-vit-base-patch32"
