@@ -319,3 +319,24 @@ def test_datasets_command_shows_routes_and_local_copies(tmp_path, capsys):
     assert main(["datasets", "--data-root", str(tmp_path), "--json"]) == 0
     rows = {r["key"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows["stanford-cars"]["mirror"]["status"] == "copy" and rows["caltech256"]["mirror"] is None
+
+
+def test_a_cached_hub_copy_is_used_offline(mirror, tmp_path, monkeypatch):
+    """The mirror in the Hugging Face cache layout (datasets--clip-benchmark--wds_<name>/snapshots/<rev>, refs/main)
+    is found with --download and no network, without touching --data-root."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    copy, _ = mirror
+    repo = tmp_path / "hf" / "datasets--clip-benchmark--wds_mini"
+    rev = "0" * 40
+    shutil.copytree(copy, repo / "snapshots" / rev)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(rev)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for download in (False, True):
+        data = get_dataset("wds/mini", data_root=tmp_path / "empty", download=download, image_size=28)
+        assert len(data) == 24 and data.extra["mirror"]["found"] == "Hugging Face cache"
+    assert not (tmp_path / "empty").exists()
