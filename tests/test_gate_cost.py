@@ -52,3 +52,19 @@ def test_gate_direction():
 
     assert gate_passes(Below(), s).tolist() == [False, True, True]
     assert gate_passes(Above(), s).tolist() == [True, True, False]
+
+
+def test_quantize_stage():
+    from counterclip.evaluation.quantize import serialise
+
+    x = torch.tensor([[0.2, 0.5, 0.0, 1.0]]).mul(255).round().div(255)
+    adv = x + torch.tensor([[0.4, 0.6, 3.2, -2.5]]) / 255
+    eps = 2 / 255
+    assert torch.equal(serialise(x, adv, eps, "none"), adv)
+    r = serialise(x, adv, eps, "round")
+    t = serialise(x, adv, eps, "truncate")
+    assert torch.allclose(r * 255, (r * 255).round(), atol=1e-4) and torch.allclose(t * 255, (t * 255).round(), atol=1e-4)
+    assert torch.allclose((t - x)[0, 0], torch.tensor(0.0), atol=1e-6)  # a +0.4/255 change is erased by truncation
+    assert torch.allclose((r - x)[0, 1] * 255, torch.tensor(1.0), atol=1e-4)  # and rounded up to 1/255
+    for q in (r, t):  # back inside the eps-ball and [0,1]
+        assert (q - x).abs().max() <= eps + 1e-7 and q.min() >= 0 and q.max() <= 1

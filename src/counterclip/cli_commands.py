@@ -43,6 +43,9 @@ def register(sub, add_model_args, add_data_args) -> None:
                    help="comma list of eot-pgd,bpda-pgd,gate-aware (tau-aware: its name for TTC) (default: every one "
                         "that applies, read from each defense's description)")
     p.add_argument("--eot-samples", type=int, default=8, help="EOT draws per step for randomised defenses")
+    p.add_argument("--quantize", choices=["none", "round", "truncate"], default="none",
+                   help="serialise adversarial inputs to 8 bits before the defense (truncate: the R-TPT/CSR "
+                        "references' quirk), projected back into the eps-ball; default none")
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
                    help="the defense's passes only; attacks always run in fp32")
     p.add_argument("--limit", type=int, default=None, help="evaluate N samples per dataset (picked with --seed)")
@@ -88,7 +91,8 @@ def eval_config(args):
         ttc_step_size=args.ttc_step_size, beta=args.beta, threat_model=args.threat_model,
         adaptive_attacks=adaptive, eot_samples=args.eot_samples, limit=args.limit, batch_size=args.batch_size,
         seed=args.seed, device=args.device, overwrite=args.overwrite, image_size=preset.get("image_size"),
-        resize=preset.get("resize"), precision=args.precision, prompts=given(args.prompts, "prompts", "clip"))
+        resize=preset.get("resize"), precision=args.precision, prompts=given(args.prompts, "prompts", "clip"),
+        quantize=args.quantize)
 
 
 def _cmd_eval(args) -> int:

@@ -60,6 +60,7 @@ class EvalConfig:
     image_size: int | None = None  # default: the model's input size
     resize: int | None = None
     precision: str = "fp32"  # the defense's passes only; attacks always run in fp32
+    quantize: str = "none"  # serialisation of adversarial inputs before the defense: none, round, truncate
     prompts: str = "clip"  # class names / templates style: clip or reference (data/prompts.py)
     probe_size: int = 32  # images the sanity checks probe
 
@@ -97,6 +98,10 @@ class EvalConfig:
                     raise UnknownNameError("adaptive attack", a, ADAPTIVE_ATTACKS)
             if self.threat_model == "oblivious":
                 raise ValueError("--adaptive-attack needs --threat-model adaptive or both")
+        from .quantize import MODES as QUANTIZE_MODES
+
+        if self.quantize not in QUANTIZE_MODES:
+            raise UnknownNameError("quantize mode", self.quantize, QUANTIZE_MODES)
         if self.batch_size < 1 or self.steps < 0 or self.eot_samples < 1:
             raise ValueError("--batch-size and --eot-samples must be >= 1, --steps >= 0")
         from ..data.prompts import check_style

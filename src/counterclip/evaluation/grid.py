@@ -29,6 +29,7 @@ from .clip_benchmark import add_benchmark_fields
 from .config import EvalConfig
 from .describe import adaptive_attacks_for, cost_summary, gate_pass, gate_summary, run_counted
 from .describe import wanted as adaptive_wanted
+from .quantize import serialise
 from .distributed import Dist
 from .metrics import accuracy_metrics
 from .sampling import select_indices
@@ -203,6 +204,8 @@ class GridRunner:
         self.oblivious_adv: dict = {}  # eps -> the PGD adversarial examples' cell, which tau-aware extends
         defenses = {d: self.defense_for(d) for d in cfg.defenses}
         # the sidecars' tau is measured with --ttc-eps (and the base tower with a robust checkpoint)
+        if cfg.quantize != "none":  # keys of earlier runs (no serialisation stage) stay valid
+            self.base_key["quantize"] = cfg.quantize
         self.base_key["tau"] = {"eps": parse_eps(cfg.ttc_eps), "base_tower": self.tau_encoder is not None}
         self.tau_ttc = TTC(eps=cfg.ttc_eps, tau_thres=float("inf"), tau_encoder=self.tau_encoder)
 
@@ -277,6 +280,10 @@ class GridRunner:
         return self.cell(folder, compute, f"{self.data.name} {attack.name} {eps_str(attack.eps)}",
                          ("tau_adv",))
 
+    def serialised(self, x, x_adv, eps):
+        """The adversarial input as the defense receives it (``--quantize``: evaluation/quantize.py)."""
+        return serialise(x, x_adv, eps, self.cfg.quantize)
+
     @staticmethod
     def reproject(x, delta, eps):
         return (x + delta.to(x.device, x.dtype).clamp(-eps, eps)).clamp(0, 1)
@@ -290,7 +297,7 @@ class GridRunner:
             x, y, idx = self.batch(cs, ce)
             if adv_dir is not None:
                 chunk = load_tensors(adv_dir / f"{cs:08d}-{ce:08d}.pt")
-                x = self.reproject(x, chunk["delta"], attack.eps)
+                x = self.serialised(x, self.reproject(x, chunk["delta"], attack.eps), attack.eps)
             logits, cost = run_counted(defense, self.clf, x, self.gens(idx, f"defense:{dname}"))
             out = {"correct": (logits.argmax(-1).cpu() == y.cpu()), "cost": cost}
             gp = gate_pass(defense, self.clf, x, self.gens(idx, f"gate:{dname}"))
@@ -328,7 +335,7 @@ class GridRunner:
                 x_init = self.reproject(x, load_tensors(init[0] / f"{cs:08d}-{ce:08d}.pt")["delta"], init[1].eps)
             x_adv = atk(defense, self.clf, x, y, generator=self.gens(idx, f"adaptive:{an}:{dname}:{eps}"),
                         x_init=x_init)
-            x_adv = self.reproject(x, (x_adv - x).half(), eps)
+            x_adv = self.serialised(x, self.reproject(x, (x_adv - x).half(), eps), eps)
             with torch.no_grad():
                 logits, cost = run_counted(defense, self.clf, x_adv, self.gens(idx, f"defense:{dname}"))
                 tau = self.tau_ttc.tau_of(self.clf.encode_image, x_adv, generator=self.gens(idx, "tau"))
@@ -396,7 +403,8 @@ class GridRunner:
                "defense": {"name": dname, "params": params}, "threat_model": threat,
                "metrics": {**accuracy_metrics("clean", nc, n), **accuracy_metrics("robust", nr, n), "n_samples": n},
                "seed": cfg.seed, "limit": cfg.limit, "prompts": self.data.prompts, "templates": self.data.templates,
-               "preprocess": self.data.preprocess, "adv_storage": "fp16 perturbation, re-projected on load"}
+               "preprocess": self.data.preprocess, "adv_storage": "fp16 perturbation, re-projected on load",
+               "quantize": cfg.quantize}
         rec.update(self.data.record_fields())  # source, dataset_size, split_note, count_check (issue 9)
         add_benchmark_fields(rec)  # CLIP_benchmark's pretrained (a string), task, language, metrics.acc1
         if adaptive is not None:
