@@ -7,16 +7,24 @@ from .base import Attack, cw_margin_loss, dlr_loss
 from .pgd import CW, PGD, auto_step_size
 
 __all__ = ["Attack", "PGD", "CW", "APGD", "build_attack", "ATTACKS", "cw_margin_loss", "dlr_loss",
-           "auto_step_size", "EOTPGD", "TauAwarePGD", "build_adaptive"]
+           "auto_step_size", "EOTPGD", "TauAwarePGD", "build_adaptive", "APGDT", "Square", "AutoAttack"]
 
-ATTACKS = ("pgd", "cw", "apgd-ce", "apgd-dlr")
+ATTACKS = ("pgd", "cw", "apgd-ce", "apgd-dlr", "apgd-t", "square", "autoattack", "aa-paper")
 
 
 def __getattr__(name):
-    if name == "APGD":
-        from .apgd import APGD
+    if name in ("APGD", "APGDT"):
+        from . import apgd
 
-        return APGD
+        return getattr(apgd, name)
+    if name == "Square":
+        from .square import Square
+
+        return Square
+    if name == "AutoAttack":
+        from .autoattack import AutoAttack
+
+        return AutoAttack
     if name in ("EOTPGD", "TauAwarePGD", "build_adaptive"):
         from . import adaptive
 
@@ -25,9 +33,24 @@ def __getattr__(name):
 
 
 def build_attack(name: str, eps, steps: int = 10, step_size=1 / 255, norm: str = "linf", generator=None,
-                 **kw) -> Attack:
-    """An attack by its CLI word: pgd, cw, apgd-ce, apgd-dlr."""
+                 queries: int = 5000, aa_version: str = "standard", aa_steps: int = 100, **kw) -> Attack:
+    """An attack by its CLI word: pgd, cw, apgd-ce, apgd-dlr, apgd-t, square (``queries``), autoattack
+    (``aa_version``, ``aa_steps`` iterations for its APGD/FAB parts, ``queries`` for its Square), aa-paper
+    (= autoattack version "paper")."""
     key = name.lower()
+    if key == "apgd-t":
+        from .apgd import APGDT
+
+        return APGDT(eps, steps=steps, norm=norm, generator=generator, **kw)
+    if key == "square":
+        from .square import Square
+
+        return Square(eps, queries=queries, norm=norm, generator=generator, **kw)
+    if key in ("autoattack", "aa-paper"):
+        from .autoattack import AutoAttack
+
+        return AutoAttack(eps, version="paper" if key == "aa-paper" else aa_version, steps=aa_steps,
+                          queries=queries, norm=norm, generator=generator, **kw)
     if key == "pgd":
         return PGD(eps, steps=steps, step_size=step_size, norm=norm, generator=generator, **kw)
     if key == "cw":
