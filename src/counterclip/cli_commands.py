@@ -25,7 +25,7 @@ def register(sub, add_model_args, add_data_args) -> None:
                         "code forms them; --preset paper's default)")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="paper: the paper's full protocol; tiny: the embedded model with larger budgets")
-    p.add_argument("--attack", default=None, help="comma list of none,pgd,cw,apgd-ce,apgd-dlr (default none)")
+    p.add_argument("--attack", default=None, help="comma list of none,pgd,cw,apgd-ce,apgd-dlr,apgd-t,square,autoattack,aa-paper (default none)")
     p.add_argument("--eps", default=None, help="comma list of budgets, e.g. 1/255,4/255")
     p.add_argument("--steps", type=int, default=None, help="attack steps (default 10)")
     p.add_argument("--step-size", default=None,
@@ -46,6 +46,12 @@ def register(sub, add_model_args, add_data_args) -> None:
     p.add_argument("--quantize", choices=["none", "round", "truncate"], default="none",
                    help="serialise adversarial inputs to 8 bits before the defense (truncate: the R-TPT/CSR "
                         "references' quirk), projected back into the eps-ball; default none")
+    p.add_argument("--aa-version", choices=["standard", "plus", "rand", "paper"], default="standard",
+                   help="the autoattack attack's version (paper = aa-paper: APGD-CE then APGD-DLR)")
+    p.add_argument("--aa-steps", type=int, default=100, help="iterations of AutoAttack's APGD/FAB parts")
+    p.add_argument("--square-queries", type=int, default=5000, help="Square's query budget (alone and in AutoAttack)")
+    p.add_argument("--eval-draws", type=int, default=1,
+                   help="classify each final input on R draws of a randomised defense (extra fields in records)")
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
                    help="the defense's passes only; attacks always run in fp32")
     p.add_argument("--limit", type=int, default=None, help="evaluate N samples per dataset (picked with --seed)")
@@ -92,7 +98,8 @@ def eval_config(args):
         adaptive_attacks=adaptive, eot_samples=args.eot_samples, limit=args.limit, batch_size=args.batch_size,
         seed=args.seed, device=args.device, overwrite=args.overwrite, image_size=preset.get("image_size"),
         resize=preset.get("resize"), precision=args.precision, prompts=given(args.prompts, "prompts", "clip"),
-        quantize=args.quantize)
+        quantize=args.quantize, aa_version=args.aa_version, aa_steps=args.aa_steps,
+        square_queries=args.square_queries, eval_draws=args.eval_draws, attack_eps=preset.get("attack_eps"))
 
 
 def _cmd_eval(args) -> int:

@@ -23,9 +23,9 @@ broke it, ``-1`` where the clean image is already misclassified, ``len(component
 ``last_stages`` the robust accuracy after each stage (AutoAttack's ``robust_accuracy_dict``). Samples no
 component fools get the first component's point (its highest-loss iterate), not the clean image.
 
-Against a ``Defended`` module in a differentiable mode (the adaptive threat model) the white-box components
-differentiate through the defense, while Square and the judging of success use the defense's inference path
-(what the evaluation classifies), with seeded attacker-side draws; a sample counts as broken when more than
+Against a ``Defended`` module in a differentiable mode (the adaptive threat model, ``AdaptiveAutoAttack``) the
+white-box components differentiate through the defense, while Square and the judging of success run without
+gradients, i.e. on the defense's inference path (what the evaluation classifies), with seeded attacker-side draws; a sample counts as broken when more than
 half of ``judge_draws`` draws misclassify it (one draw for a deterministic defense).
 
 Differences from the reference code: it reseeds the global RNG from the wall clock unless given a seed (here
@@ -54,15 +54,6 @@ def version_components(version: str) -> tuple[str, ...]:
     return {"standard": ("apgd-ce", "apgd-t", "fab-t", "square"),
             "plus": ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"),
             "rand": ("apgd-ce", "apgd-dlr"), "paper": ("apgd-ce", "apgd-dlr")}[version]
-
-
-def _fast(classifier):
-    """The inference path of a ``Defended`` module in a differentiable mode (what the evaluation classifies)."""
-    from ..defenses.base import Defended
-
-    if isinstance(classifier, Defended) and classifier.mode:
-        return Defended(classifier.defense, classifier.classifier, generator=classifier.generator)
-    return classifier
 
 
 def _randomized(classifier) -> bool:
@@ -140,7 +131,7 @@ class AutoAttack(Attack):
                 n_cls = classifier(x[:1]).shape[-1]
         names = self.component_names(n_cls)
         self.dropped = [k for k in version_components(self.version) if k not in names]
-        fast = _fast(classifier)
+        fast = classifier  # a Defended module answers no-grad calls (Square, judging) on its inference path
         x_adv = x.clone()
         broken = torch.full((len(y),), len(names), dtype=torch.long, device=x.device)
         robust = ~self.judge(fast, x, y, self._gen_for(gen, "clean"), "clean")
@@ -175,3 +166,28 @@ class AutoAttack(Attack):
         if self.version == "rand":
             cfg.update(eot_iter=self.eot_iter, judge_draws=self.judge_draws)
         return cfg
+
+
+class AdaptiveAutoAttack:
+    """AutoAttack through a defense: ``attack(defense, classifier, x, y, generator=None)`` runs ``aa`` against
+    ``Defended(defense, classifier, differentiable=mode)`` (the adaptive-attack call contract of
+    ``counterclip.attacks.adaptive``). EOT over a randomised defense comes with the ``rand`` version."""
+
+    def __init__(self, aa: AutoAttack, mode: str = "full"):
+        self.aa, self.mode, self.eps = aa, mode, aa.eps
+        self.name = f"{aa.name}-{mode}"
+
+    def __call__(self, defense, classifier, x, y, generator=None, x_init=None):
+        from ..defenses.base import Defended
+
+        return self.aa(Defended(defense, classifier, differentiable=self.mode), x, y, generator)
+
+    def component_names(self, num_classes=None):
+        return self.aa.component_names(num_classes)
+
+    @property
+    def last_broken_by(self):
+        return self.aa.last_broken_by
+
+    def config(self) -> dict:
+        return {**self.aa.config(), "name": self.name, "mode": self.mode, "threat_model": "adaptive"}

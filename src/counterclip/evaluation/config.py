@@ -13,12 +13,14 @@ THREAT_MODELS = ("oblivious", "adaptive", "both")
 
 PRESETS = {
     # the paper's protocol (spec section 3): 16 datasets, Resize(256)+CenterCrop(224), PGD-10 and CW at 1/255 and
-    # 4/255 with step 1/255, TTC defaults
+    # 4/255 with step 1/255, AutoAttack as the paper ran it (aa-paper: APGD-CE + APGD-DLR, 100 iterations) at
+    # 4/255, TTC defaults
     # (spec section 7): OpenAI's weights need QuickGELU; the reference code's own class names and templates;
     # TinyImageNet as its own row, outside the 16-dataset average (the report leaves it out, as the paper does)
     "paper": {"model": "ViT-B-32-quickgelu", "pretrained": "openai",
               "datasets": PAPER_DATASETS + ["tinyimagenet"],
-              "attacks": ["pgd", "cw"], "eps": ["1/255", "4/255"], "steps": 10,
+              "attacks": ["pgd", "cw", "aa-paper"], "eps": ["1/255", "4/255"], "steps": 10,
+              "attack_eps": {"aa-paper": ["4/255"]},
               "step_size": "1/255", "defenses": ["none", "rn", "ttc", "tte", "anti-adversary", "hedge"],
               "resize": 256, "image_size": 224, "prompts": "reference"},
     # the embedded model: 28 px grayscale images are far less fragile than photos, so larger budgets too
@@ -63,6 +65,11 @@ class EvalConfig:
     quantize: str = "none"  # serialisation of adversarial inputs before the defense: none, round, truncate
     prompts: str = "clip"  # class names / templates style: clip or reference (data/prompts.py)
     probe_size: int = 32  # images the sanity checks probe
+    aa_version: str = "standard"  # autoattack's version (aa-paper is always "paper")
+    aa_steps: int = 100  # iterations of AutoAttack's APGD/FAB parts
+    square_queries: int = 5000  # Square's query budget (alone and inside AutoAttack)
+    eval_draws: int = 1  # draws of a randomised defense each final input is classified on
+    attack_eps: dict | None = None  # attack -> the only budgets it runs at (the paper preset's aa-paper at 4/255)
 
     def validate(self) -> "EvalConfig":
         from ..attacks import ATTACKS
@@ -102,6 +109,12 @@ class EvalConfig:
 
         if self.quantize not in QUANTIZE_MODES:
             raise UnknownNameError("quantize mode", self.quantize, QUANTIZE_MODES)
+        from ..attacks.autoattack import VERSIONS
+
+        if self.aa_version not in VERSIONS:
+            raise UnknownNameError("AutoAttack version", self.aa_version, VERSIONS)
+        if self.aa_steps < 0 or self.square_queries < 0 or self.eval_draws < 1:
+            raise ValueError("--aa-steps and --square-queries must be >= 0, --eval-draws >= 1")
         if self.batch_size < 1 or self.steps < 0 or self.eot_samples < 1:
             raise ValueError("--batch-size and --eot-samples must be >= 1, --steps >= 0")
         from ..data.prompts import check_style

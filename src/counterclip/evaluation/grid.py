@@ -26,6 +26,7 @@ from ..defenses import DEFENSES, TTC, build_defense
 from ..defenses._gate import CalibratedGate
 from ..rng import per_sample_generators
 from .clip_benchmark import add_benchmark_fields
+from . import composite
 from .config import EvalConfig
 from .describe import adaptive_attacks_for, cost_summary, gate_pass, gate_summary, run_counted
 from .describe import wanted as adaptive_wanted
@@ -109,7 +110,8 @@ class GridRunner:
     def attack_for(self, name: str, eps: float):
         cfg = self.cfg
         step = auto_step_size(eps, cfg.steps) if cfg.step_size == "auto" else parse_eps(cfg.step_size)
-        return build_attack(name, eps, steps=cfg.steps, step_size=step)
+        return build_attack(name, eps, steps=cfg.steps, step_size=step, queries=cfg.square_queries,
+                            aa_version=cfg.aa_version, aa_steps=cfg.aa_steps)
 
     def defense_for(self, name: str):
         cfg = self.cfg
@@ -228,7 +230,12 @@ class GridRunner:
 
         configs = [("none", 0.0)] if "none" in cfg.attacks else []
         configs += [(a, parse_eps(e)) for a in cfg.attacks if a != "none"
-                    for e in sorted(cfg.eps, key=parse_eps)]
+                    for e in sorted(cfg.eps, key=parse_eps)
+                    if parse_eps(e) in [parse_eps(v) for v in (cfg.attack_eps or {}).get(a, [e])]]
+        for a in [a for a in cfg.attacks if composite.min_classes(a) > self.clf.num_classes]:
+            self.log(f"{self.data.name}: {a} skipped (needs at least {composite.min_classes(a)} classes, this task "
+                     f"has {self.clf.num_classes})")
+        configs = [(a, e) for a, e in configs if composite.min_classes(a) <= self.clf.num_classes]
         for aname, eps in configs:
             if aname == "none":
                 for d in defenses:
@@ -259,26 +266,35 @@ class GridRunner:
                 self.obliv[(aname, eps, d)] = rob
                 self.write_record(aname, eps, attack, d, defenses[d], "oblivious", clean_def[d], rob,
                                   clean["tau"], adv["tau_adv"], time_s=clean_time[d] + self.last_elapsed,
-                                  attack_time_s=attack_time, cost=self.last_cost, gate=self.last_gate)
+                                  attack_time_s=attack_time, cost=self.last_cost, gate=self.last_gate,
+                                  broken_by=adv.get("broken_by"), correct_draws=self.last_draws)
         if cfg.threat_model in ("adaptive", "both"):
             for e in sorted({parse_eps(e) for e in cfg.eps} if any(a != "none" for a in cfg.attacks) else set()):
                 for d, defense in defenses.items():
                     for an in adaptive_attacks_for(defense):  # read from the defense's self-description
                         if adaptive_wanted(an, cfg.adaptive_attacks):
                             self.adaptive(an, e, d, defense, clean_def[d])
+                    if d != "none":  # AutoAttack through each of the defense's gradient modes
+                        for an in [a for a in cfg.attacks if a in ("autoattack", "aa-paper")]:
+                            if e in [parse_eps(v) for v in (cfg.attack_eps or {}).get(an, cfg.eps)]:
+                                for mode in (getattr(defense, "differentiable_modes", ()) or ("bpda",)):
+                                    self.adaptive(an, e, d, defense, clean_def[d], mode=mode)
 
     def adv_cell(self, folder: Path, attack):
         def compute(cs, ce):
             x, y, idx = self.batch(cs, ce)
-            x_adv = attack(self.clf, x, y, generator=self.gens(idx, f"attack:{attack.name}:{attack.eps}"))
+            x_adv = attack(self.clf, x, y, generator=composite.attack_generators(self, attack, idx))
             delta = (x_adv - x).half()  # stored as fp16 perturbation; every reader re-projects it the same way
             x_adv = self.reproject(x, delta, attack.eps)
             with torch.no_grad():
                 tau = self.tau_ttc.tau_of(self.clf.encode_image, x_adv, generator=self.gens(idx, "tau"))
-            return {"delta": delta.cpu(), "tau_adv": tau.float().cpu()}
+            out = {"delta": delta.cpu(), "tau_adv": tau.float().cpu()}
+            if composite.is_composite(attack):
+                out["broken_by"] = attack.last_broken_by.cpu()
+            return out
 
         return self.cell(folder, compute, f"{self.data.name} {attack.name} {eps_str(attack.eps)}",
-                         ("tau_adv",))
+                         ("tau_adv", "broken_by") if composite.is_composite(attack) else ("tau_adv",))
 
     def serialised(self, x, x_adv, eps):
         """The adversarial input as the defense receives it (``--quantize``: evaluation/quantize.py)."""
@@ -291,6 +307,8 @@ class GridRunner:
     def defense_cell(self, dname, defense, adv_dir, attack):
         which = "clean" if adv_dir is None else adv_dir.name
         key = {**self.base_key, "defense": dname, "params": defense.params(), "inputs": which}
+        if self.cfg.eval_draws > 1:
+            key["eval_draws"] = self.cfg.eval_draws
         folder = self.dstate / f"def-{dname}-{stable_hash(key)}"
 
         def compute(cs, ce):
@@ -300,16 +318,20 @@ class GridRunner:
                 x = self.serialised(x, self.reproject(x, chunk["delta"], attack.eps), attack.eps)
             logits, cost = run_counted(defense, self.clf, x, self.gens(idx, f"defense:{dname}"))
             out = {"correct": (logits.argmax(-1).cpu() == y.cpu()), "cost": cost}
+            if self.cfg.eval_draws > 1:
+                out["draws"] = composite.eval_draws(self, defense, dname, x, y, idx, logits)
             gp = gate_pass(defense, self.clf, x, self.gens(idx, f"gate:{dname}"))
             return out if gp is None else {**out, "gate_pass": gp}
 
         label = "clean" if adv_dir is None else f"{attack.name} {eps_str(attack.eps)}"
-        res = self.cell(folder, compute, f"{self.data.name} {dname} on {label}", ("correct", "cost", "gate_pass"))
-        self.last_cost, self.last_gate = res.get("cost"), res.get("gate_pass")
+        keys = ("correct", "cost", "gate_pass") + (("draws",) if self.cfg.eval_draws > 1 else ())
+        res = self.cell(folder, compute, f"{self.data.name} {dname} on {label}", keys)
+        self.last_cost, self.last_gate, self.last_draws = res.get("cost"), res.get("gate_pass"), res.get("draws")
         return res["correct"]
 
-    def adaptive(self, an: str, eps: float, dname: str, defense, clean_correct) -> None:
+    def adaptive(self, an: str, eps: float, dname: str, defense, clean_correct, mode=None) -> None:
         from ..attacks.adaptive import build_adaptive
+        from ..attacks.autoattack import AdaptiveAutoAttack
 
         cfg = self.cfg
         step = auto_step_size(eps, cfg.steps) if cfg.step_size == "auto" else parse_eps(cfg.step_size)
@@ -318,7 +340,11 @@ class GridRunner:
             kw["eot_samples"] = cfg.eot_samples if getattr(defense, "randomized", False) else 1
         else:
             kw["eot_samples"] = cfg.eot_samples
-        atk = build_adaptive(an, eps=eps, **kw)
+        if mode is not None:  # a composed attack (AutoAttack) through the defense's gradient mode
+            atk = AdaptiveAutoAttack(self.attack_for(an, eps), mode)
+            an = atk.name
+        else:
+            atk = build_adaptive(an, eps=eps, **kw)
         if self.finished(self.record_path(an, eps, atk, dname, defense, "adaptive", atk)) is not None:
             return
         init = self.oblivious_adv.get(eps) if an in GATE_ATTACKS else None
@@ -333,22 +359,29 @@ class GridRunner:
             x_init = None
             if init is not None:
                 x_init = self.reproject(x, load_tensors(init[0] / f"{cs:08d}-{ce:08d}.pt")["delta"], init[1].eps)
-            x_adv = atk(defense, self.clf, x, y, generator=self.gens(idx, f"adaptive:{an}:{dname}:{eps}"),
-                        x_init=x_init)
+            gens = (composite.attack_generators(self, atk, idx, f"adaptive:{{name}}-{mode}:{dname}:{{eps}}")
+                    if mode is not None else self.gens(idx, f"adaptive:{an}:{dname}:{eps}"))
+            x_adv = atk(defense, self.clf, x, y, generator=gens, x_init=x_init)
             x_adv = self.serialised(x, self.reproject(x, (x_adv - x).half(), eps), eps)
             with torch.no_grad():
                 logits, cost = run_counted(defense, self.clf, x_adv, self.gens(idx, f"defense:{dname}"))
                 tau = self.tau_ttc.tau_of(self.clf.encode_image, x_adv, generator=self.gens(idx, "tau"))
             out = {"correct": logits.argmax(-1).cpu() == y.cpu(), "tau_adv": tau.float().cpu(), "cost": cost}
+            if cfg.eval_draws > 1:
+                out["draws"] = composite.eval_draws(self, defense, dname, x_adv, y, idx, logits)
+            if mode is not None:
+                out["broken_by"] = atk.last_broken_by.cpu()
             gp = gate_pass(defense, self.clf, x_adv, self.gens(idx, f"gate:{dname}"))
             return out if gp is None else {**out, "gate_pass": gp}
 
+        keys = ("correct", "tau_adv") + (("draws",) if cfg.eval_draws > 1 else ()) + (("broken_by",) if mode else ())
         with torch.enable_grad():
             res = self.cell(folder, compute, f"{self.data.name} {an} -> {dname} {eps_str(eps)}",
-                            ("correct", "tau_adv", "cost", "gate_pass"))
+                            ("correct", "tau_adv", "cost", "gate_pass") + keys[2:])
         self.write_record(an, eps, atk, dname, defense, "adaptive", clean_correct, res["correct"],
                           self.clean["tau"], res["tau_adv"], adaptive=atk, time_s=self.last_elapsed,
-                          cost=res.get("cost"), gate=res.get("gate_pass"))
+                          cost=res.get("cost"), gate=res.get("gate_pass"), broken_by=res.get("broken_by"),
+                          correct_draws=res.get("draws"))
 
     # -- records ---------------------------------------------------------------------------------------------
     def attack_record_cfg(self, aname, eps, attack) -> dict:
@@ -387,7 +420,7 @@ class GridRunner:
 
     def write_record(self, aname, eps, attack, dname, defense, threat, clean_correct, robust_correct,
                      tau_clean, tau_adv, adaptive=None, time_s=None, attack_time_s=None, cost=None,
-                     gate=None) -> None:
+                     gate=None, broken_by=None, correct_draws=None) -> None:
         if not self.dist.is_main:
             return
         cfg = self.cfg
@@ -409,6 +442,15 @@ class GridRunner:
         add_benchmark_fields(rec)  # CLIP_benchmark's pretrained (a string), task, language, metrics.acc1
         if adaptive is not None:
             rec["adaptive_attack"] = adaptive.config()
+        sidecar_extra = {}
+        if correct_draws is not None:
+            rec["metrics"].update(composite.draws_metrics(correct_draws))
+            sidecar_extra["robust_correct_draws"] = correct_draws.numpy().astype(bool)
+        if broken_by is not None:
+            composed = adaptive if adaptive is not None else attack
+            rec["autoattack"] = composite.stage_record(composed, broken_by, self.clf.num_classes)
+            sidecar_extra["broken_by"] = composite.broken_by_labels(composed, broken_by, self.clf.num_classes)
+        self._stages = rec.get("autoattack")
         rec["sanity"] = self.sanity_for(aname, eps, attack, dname, defense, threat, nr / n if n else 0.0, n,
                                         adaptive)
         # seconds this run spent on the record's own cells (0 for cells resumed from saved chunks); the attack
@@ -429,7 +471,8 @@ class GridRunner:
                 "index": self.clean["idx"].numpy().astype(np.int64), "label": self.labels.numpy().astype(np.int64),
                 "clean_correct": clean_correct.numpy().astype(bool),
                 "robust_correct": robust_correct.numpy().astype(bool),
-                "clean_tau": tau_clean.numpy().astype(np.float32), "adv_tau": tau_adv.numpy().astype(np.float32)})
+                "clean_tau": tau_clean.numpy().astype(np.float32), "adv_tau": tau_adv.numpy().astype(np.float32),
+                **sidecar_extra})
         self.written.append(path)
         self.summary.append(rec)
 
@@ -466,10 +509,13 @@ class GridRunner:
         for r in self.summary:
             a = r["adaptive_attack"]["name"] if r.get("adaptive_attack") else r["attack"]["name"]
             flags = [k for k, v in r["sanity"].items() if v["passed"] is False]
+            notes = [k for k, v in r["sanity"].items() if v.get("fired")]
             m = r["metrics"]
+            draws = (f"  all {m['eval_draws']} draws {m['robust_acc_all_draws']:.4f}"
+                     if m.get("eval_draws", 1) > 1 else "")
+            status = ("FLAGGED: " + ", ".join(flags) if flags else "ok") + ("; " + ", ".join(notes) if notes else "")
             self.log(f"{r['dataset']:<14} {a:<10} {r['attack']['eps_str']:<7} {r['defense']['name']:<15} "
-                     f"{r['threat_model']:<10} {m['clean_acc']:>7.4f} {m['robust_acc']:>7.4f}  "
-                     f"{'FLAGGED: ' + ', '.join(flags) if flags else 'ok'}")
+                     f"{r['threat_model']:<10} {m['clean_acc']:>7.4f} {m['robust_acc']:>7.4f}  {status}{draws}")
         self.log(f"{len(self.summary)} records in {self.out} ({seconds:.0f} s); "
                  f"`counterclip report {self.out}` builds the tables and figures")
 

@@ -34,9 +34,17 @@ class Probes:
         with torch.no_grad():
             return float((self.r.clf(x_adv).argmax(-1) == self.y).float().mean())
 
+    def cheap(self, atk):
+        """Composed and query-based attacks probe with a small budget (eps = 0 never fools, so a full budget
+        would run every query)."""
+        for attr, cap in (("steps", 5), ("queries", 20)):
+            if hasattr(atk, attr) and (hasattr(atk, "component_names") or attr == "queries"):
+                setattr(atk, attr, min(getattr(atk, attr), cap))
+        return atk
+
     def eps_zero(self, aname):
         def run():
-            atk = self.r.attack_for(aname, 0.0)
+            atk = self.cheap(self.r.attack_for(aname, 0.0))
             x0 = atk(self.r.clf, self.x, self.y, generator=self.gens("eps0"))
             with torch.no_grad():
                 pred = self.r.clf(x0).argmax(-1)
@@ -46,6 +54,8 @@ class Probes:
     def steps(self, aname, eps):
         def run():
             full = self.r.attack_for(aname, eps)
+            if hasattr(full, "component_names") or not hasattr(full, "steps"):
+                return sanity.check(None, "a composed or query-based attack: its components are checked alone")
             if full.steps < 2:
                 return sanity.check(None, "fewer than 2 steps: nothing to compare")
             half = self.r.attack_for(aname, eps)
@@ -64,6 +74,61 @@ class Probes:
             what = "the undefended classifier" if mode is None else f"{dname} (differentiable mode {mode!r})"
             return sanity.gradients(g, what)
         return self.memo(("grad", dname if mode else None, mode), run)
+
+    def model_flags(self, dname, defense, mode):
+        """AutoAttack's checks on the attacked model: zero gradients, output range."""
+        def run():
+            x = self.x.clone().requires_grad_(True)
+            with torch.enable_grad():
+                model = self.r.clf if mode is None else Defended(defense, self.r.clf, differentiable=mode)
+                logits = model(x, generator=self.gens("grad")) if mode else model(x)
+                (g,) = torch.autograd.grad(F.cross_entropy(logits.float(), self.y, reduction="sum"), x)
+            what = "the undefended classifier" if mode is None else f"{dname} (differentiable mode {mode!r})"
+            return {"zero_gradients": sanity.zero_gradients(g, what), "output_range": sanity.output_range(logits)}
+        return self.memo(("flags", dname if mode else None, mode), run)
+
+    def defense_flags(self, dname, defense):
+        """Randomised (two draws differ) and dynamic (gradients computed in the forward pass, or declared)."""
+        def run():
+            import sys
+
+            calls = {"n": 0}
+
+            def tracer(frame, event, arg):
+                if event == "call" and frame.f_code.co_name in ("grad", "backward", "_make_grads"):
+                    calls["n"] += 1
+                return None
+
+            with torch.no_grad():
+                a = defense(self.r.clf, self.x, generator=torch.Generator().manual_seed(1))
+                old = sys.gettrace()
+                sys.settrace(tracer)
+                try:
+                    b = defense(self.r.clf, self.x, generator=torch.Generator().manual_seed(2))
+                finally:
+                    sys.settrace(old)
+            return {"randomized": sanity.randomized(not torch.allclose(a, b)),
+                    "dynamic": sanity.dynamic(bool(getattr(defense, "dynamic", False)), calls["n"] > 0)}
+        return self.memo(("dflags", dname), run)
+
+    def black_box(self, aname, eps, dname, threat, robust_acc, n):
+        stages = getattr(self.r, "_stages", None)
+        if aname in ("autoattack", "aa-paper") or (stages and threat == "adaptive"):
+            if not stages or "square" not in stages["components"]:
+                return None
+            order = ["clean"] + stages["components"]
+            acc = stages["robust_accuracy_dict"]
+            before = acc[order[order.index("square") - 1]]
+            if order.index("square") == 1:
+                return None
+            return sanity.black_box_vs_white_box(acc["square"], before, n, "AutoAttack's stages before and after "
+                                                 "Square, on the attacked model")
+        if aname == "square" and threat == "oblivious":
+            white = [float(v.float().mean()) for (a, e, d), v in self.r.obliv.items()
+                     if e == eps and d == dname and a not in ("square", "autoattack", "aa-paper")]
+            return sanity.black_box_vs_white_box(robust_acc, min(white) if white else None, n,
+                                                 "the same samples, white-box attacks of this run")
+        return None
 
     def randomness(self, dname, defense):
         def run():
@@ -85,13 +150,14 @@ class Probes:
         return best
 
     def checks(self, aname, eps, attack, dname, defense, threat, robust_acc, n, adaptive) -> dict:
-        out = {"randomness": self.randomness(dname, defense)}
+        out = {"randomness": self.randomness(dname, defense), **self.defense_flags(dname, defense)}
         if aname == "none":
             return out
         cfg = self.r.cfg
         if threat == "oblivious":
             out["eps_zero"] = self.eps_zero(aname)
             out["gradients"] = self.grads(dname, defense, None)
+            out.update(self.model_flags(dname, defense, None))
             if dname == "none":
                 out["steps_monotone"] = self.steps(aname, eps)
                 largest = max(parse_eps(e) for e in cfg.eps)
@@ -100,9 +166,13 @@ class Probes:
         else:
             mode = getattr(adaptive, "mode", "full") if adaptive.name not in ("tau-aware", "gate-aware") else None
             out["gradients"] = self.grads(dname, defense, mode or "full")
+            out.update(self.model_flags(dname, defense, mode or "full"))
             obl = [v for (a, e, d), v in self.r.obliv.items() if e == eps and d == dname]
             oblivious_acc = min(float(v.float().mean()) for v in obl) if obl else None
             out["adaptive_le_oblivious"] = sanity.adaptive_vs_oblivious(robust_acc, oblivious_acc)
+        bb = self.black_box(aname, eps, dname, threat, robust_acc, n)
+        if bb is not None:
+            out["black_box_beats_white_box"] = bb
         prev = self.previous(aname, eps, dname, threat, adaptive.name if adaptive is not None else None)
         if prev is not None:
             out["eps_monotone"] = sanity.monotone("eps", prev["metrics"]["robust_acc"], robust_acc, n,

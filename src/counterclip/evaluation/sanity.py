@@ -72,3 +72,47 @@ def randomness(defense, differs: bool) -> dict:
         notes.append("dynamic: it optimises each input at test time; only an attack through the defense "
                      "(adaptive threat model) measures it")
     return check(None, "; ".join(notes) if notes else "deterministic and static")
+
+
+# -- AutoAttack's flags (checks.py in the AutoAttack source is the model): a fired note has "fired": True --------
+
+def note(fired: bool, detail: str) -> dict:
+    return {"passed": None, "fired": bool(fired), "detail": detail}
+
+
+def randomized(differs: bool) -> dict:
+    return note(differs, "randomised: the prediction changed with the random draw on the probe images; use EOT "
+                         "(--aa-version rand, adaptive attacks) and --eval-draws" if differs
+                else "deterministic: the same prediction on every draw")
+
+
+def dynamic(flag: bool, traced: bool) -> dict:
+    why = [w for w, on in (("the defense says it optimises each input at test time", flag),
+                           ("its forward pass computes gradients", traced)) if on]
+    return note(bool(why), ("dynamic: " + " and ".join(why) + "; only an attack through the defense (adaptive "
+                            "threat model) measures it") if why else "static: no gradient computed in its forward")
+
+
+def zero_gradients(grad: torch.Tensor, what: str) -> dict:
+    z = int((grad.flatten(1).abs().sum(1) == 0).sum())
+    return check(z == 0, f"{z} of {len(grad)} probe images have an all-zero input gradient of {what}"
+                 + (": gradient-based attacks are blind there (gradient masking)" if z else ""))
+
+
+def output_range(logits: torch.Tensor, alpha: float = 1e-5) -> dict:
+    probs = bool(logits.max() < 1 + alpha and logits.min() > -alpha
+                 and ((logits.sum(-1) - 1).abs() < alpha).all())
+    return check(not probs, "the attacked model's outputs are a probability distribution (softmax instead of "
+                            "logits): losses on them saturate and attacks weaken" if probs
+                 else "the attacked model's outputs are logits (not a probability distribution)")
+
+
+def black_box_vs_white_box(square_acc: float, white_acc: float | None, n: int, what: str) -> dict:
+    if white_acc is None:
+        return check(None, "no white-box result on the same samples to compare Square with")
+    tol = _noise(white_acc, n)
+    ok = square_acc >= white_acc - tol
+    return check(ok, f"Square {square_acc:.4f} vs best white-box {white_acc:.4f} ({what}; noise allowance "
+                     f"{tol:.4f})" + ("" if ok else ": the black-box attack beats the white-box ones, so their "
+                                                    "gradients are masked; the white-box numbers overstate "
+                                                    "robustness"))

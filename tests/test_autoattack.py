@@ -1,0 +1,227 @@
+"""APGD-T, Square and AutoAttack (standard / plus / rand / paper = aa-paper): contract, seeding, the per-sample
+guarantee of the composition, class-count handling, the black-box-beats-white-box flag, and the grid's
+--eval-draws and stage records. Dev-only yardsticks (torchattacks, the AutoAttack source) at the end."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import counterclip
+from counterclip import rng
+from counterclip.attacks import build_attack
+from counterclip.attacks.apgd import APGD, APGDT
+from counterclip.attacks.autoattack import AutoAttack
+from counterclip.attacks.square import Square, p_selection
+from counterclip.evaluation import sanity
+
+EPS = 4 / 255
+
+
+def gens(idx, stream):
+    return rng.per_sample_generators(0, "fashion-mnist", list(idx), stream)
+
+
+def wrong(model, x, y):
+    with torch.no_grad():
+        return model(x).argmax(-1) != y
+
+
+class Counting(nn.Module):
+    """Counts the images a classifier is asked to classify, and keeps the last predictions."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.num_classes, self.seen = inner, inner.num_classes, 0
+
+    def forward(self, x):
+        self.seen += len(x)
+        return self.inner(x)
+
+
+class Quantised(nn.Module):
+    """A gradient-masked model: the forward pass rounds the input to 16 levels, with no straight-through
+    gradient (round's derivative is 0 everywhere)."""
+
+    def __init__(self, inner, levels: int = 16):
+        super().__init__()
+        self.inner, self.levels, self.num_classes = inner, levels, inner.num_classes
+
+    def forward(self, x):
+        return self.inner(torch.round(x * self.levels) / self.levels)
+
+
+def test_apgd_t_contract_and_seeding(classifier, batch):
+    x, y = batch[0][:8], batch[1][:8]
+    atk = APGDT(8 / 255, steps=4, n_target_classes=3)
+    a = atk(classifier, x, y, gens(range(8), "t"))
+    assert torch.equal(a, atk(classifier, x, y, gens(range(8), "t")))
+    assert a.min() >= 0 and a.max() <= 1 and (a - x).abs().max() <= 8 / 255 + 1e-6
+    # per-sample generators: a sample's result does not depend on the rest of the batch
+    assert torch.equal(atk(classifier, x[3:5], y[3:5], gens(range(3, 5), "t")), a[3:5])
+    assert wrong(classifier, a, y).sum() >= wrong(classifier, x, y).sum()
+    assert build_attack("apgd-t", EPS).config()["n_target_classes"] == 9
+    binary = counterclip.ZeroShotClassifier(classifier.model, classifier.classnames[:3], classifier.templates)
+    with pytest.raises(ValueError, match="at least 4 classes"):
+        APGDT(EPS, steps=2)(binary, x, y % 3)
+
+
+def test_square_contract_budget_and_seeding(classifier, batch):
+    x, y = batch[0][:8], batch[1][:8]
+    model = Counting(classifier)
+    atk = Square(8 / 255, queries=30)
+    a = atk(model, x, y, gens(range(8), "sq"))
+    assert a.min() >= 0 and a.max() <= 1 and (a - x).abs().max() <= 8 / 255 + 1e-6
+    assert model.seen <= 8 * 31  # one initial query, then at most `queries` per sample, fooled samples stop
+    assert torch.equal(atk(classifier, x, y, gens(range(8), "sq")), a)
+    assert torch.equal(atk(classifier, x[2:4], y[2:4], gens(range(2, 4), "sq")), a[2:4])
+    assert not any(p.grad is not None for p in classifier.parameters())
+    assert p_selection(0.8, 0, 5000, False) == 0.8 and p_selection(0.8, 11, 5000, False) == 0.4
+    assert p_selection(0.8, 600, 1000, True) == 0.8 / 128  # rescaled: 600 of 1000 is 6000 of 10000
+
+
+def test_autoattack_never_weaker_than_its_components(classifier, batch):
+    """Done-when: the composition is never above any component per sample (components reuse their streams)."""
+    x, y = batch[0][:24], batch[1][:24]
+    idx = range(24)
+    aa = AutoAttack(EPS, version="standard", steps=5, queries=25)
+    names = aa.component_names(classifier.num_classes)
+    assert names[:2] == ["apgd-ce", "apgd-t"] and names[-1] == "square"
+    x_aa = aa(classifier, x, y, {n: gens(idx, f"attack:{n}") for n in names + ["clean"]})
+    w_aa = wrong(classifier, x_aa, y)
+    assert (x_aa - x).abs().max() <= EPS + 1e-6
+    for n in names:
+        w = wrong(classifier, aa.build(n)(classifier, x, y, gens(idx, f"attack:{n}")), y)
+        assert not (w & ~w_aa).any(), n
+    # stages: non-increasing, the last one is the final accuracy, broken_by names the breaking stage
+    st = list(aa.last_stages.values())
+    assert st == sorted(st, reverse=True) and st[-1] == pytest.approx(1 - w_aa.float().mean().item())
+    assert torch.equal(aa.last_broken_by < len(names), w_aa)
+
+
+def test_aa_paper_is_autoattack_paper_and_two_classes_never_abort(classifier, batch):
+    x, y = batch[0][:8], batch[1][:8]
+    paper, alias = build_attack("autoattack", EPS, aa_version="paper", aa_steps=3), build_attack("aa-paper", EPS, aa_steps=3)
+    assert paper.component_names(10) == alias.component_names(10) == ["apgd-ce", "apgd-dlr"]
+    assert build_attack("aa-paper", EPS).config()["steps"] == 100
+    g = lambda: {n: gens(range(8), n) for n in ("apgd-ce", "apgd-dlr", "clean")}  # noqa: E731
+    assert torch.equal(paper(classifier, x, y, g()), alias(classifier, x, y, g()))
+    # per-sample worst case of APGD-CE and APGD-DLR, never above either alone
+    w = wrong(classifier, alias(classifier, x, y, g()), y)
+    for loss in ("ce", "dlr"):
+        assert not (wrong(classifier, APGD(EPS, steps=3, loss=loss)(classifier, x, y, g()[f"apgd-{loss}"]), y) & ~w).any()
+    # a binary task: the DLR and targeted parts are dropped (as AutoAttack does), APGD-CE runs
+    binary = counterclip.ZeroShotClassifier(classifier.model, classifier.classnames[:2], classifier.templates)
+    for version in ("paper", "standard"):
+        aa = AutoAttack(EPS, version=version, steps=2, queries=5)
+        out = aa(binary, x, y % 2)
+        assert out.shape == x.shape and "apgd-dlr" not in aa.component_names(2) and "apgd-t" not in aa.dropped[:0]
+        assert aa.component_names(2)[0] == "apgd-ce"
+
+
+def test_rand_version_uses_eot_on_a_randomised_defense(classifier, batch):
+    from counterclip.defenses import Defended, build_defense
+
+    x, y = batch[0][:4], batch[1][:4]
+    aa = AutoAttack(EPS, version="rand", steps=2, eot_iter=3, judge_draws=3)
+    assert aa.build("apgd-ce").eot_iter == 3 and aa.config()["eot_iter"] == 3
+    rn = Defended(build_defense("rn", eps="4/255"), classifier, differentiable="full")
+    g = lambda: {n: gens(range(4), n) for n in ("apgd-ce", "apgd-dlr", "clean")}  # noqa: E731
+    a = aa(rn, x, y, g())
+    assert torch.equal(a, aa(rn, x, y, g()))  # every draw of the defense is seeded from the attacker's streams
+    assert aa.build("apgd-ce").draws_for(rn) == 3 and aa.build("apgd-ce").draws_for(classifier) == 1
+
+
+def test_black_box_beats_white_box_flag(classifier, batch):
+    """Done-when: a model whose forward quantises its input (no straight-through gradient) fires the flag; the
+    honest model does not."""
+    x, y = batch[0][:32], batch[1][:32]
+    g = lambda: {n: gens(range(32), n) for n in ("apgd-ce", "apgd-t", "square", "clean")}  # noqa: E731
+    verdicts = {}
+    for name, model in (("masked", Quantised(classifier)), ("honest", classifier)):
+        aa = AutoAttack(8 / 255, version="standard", steps=5, queries=200, n_target_classes=2)
+        aa(model, x, y, g())
+        st = aa.last_stages
+        verdicts[name] = sanity.black_box_vs_white_box(st["square"], st["apgd-t"], 32, "stages")
+    assert verdicts["masked"]["passed"] is False and "masked" in verdicts["masked"]["detail"]
+    assert verdicts["honest"]["passed"] is True
+    grad_masked = torch.zeros(4, 1, 28, 28)
+    assert sanity.zero_gradients(grad_masked, "x")["passed"] is False
+    assert sanity.output_range(torch.softmax(torch.randn(4, 10), -1))["passed"] is False
+    assert sanity.output_range(torch.randn(4, 10) * 5)["passed"] is True
+
+
+def test_grid_autoattack_records_stages_and_eval_draws(tmp_path):
+    """The grid: autoattack's record holds the stages and the sidecar who broke each sample; --eval-draws adds
+    per-draw and all-draws accuracies (all-draws <= single draw); the rand version runs adaptive with EOT."""
+    from counterclip.evaluation.config import EvalConfig
+    from counterclip.evaluation.grid import GridRunner
+
+    lines = []
+    cfg = EvalConfig(output=str(tmp_path), datasets=["fashion-mnist"], attacks=["autoattack"], eps=["8/255"],
+                     defenses=["none", "rn"], limit=12, batch_size=6, probe_size=4, aa_version="rand", aa_steps=2,
+                     square_queries=5, eval_draws=5, threat_model="both", eot_samples=2)
+    GridRunner(cfg, log=lines.append).run()
+    recs = {}
+    for p in sorted((tmp_path / "fashion-mnist").glob("*.json")):
+        r = json.loads(p.read_text())
+        name = r["adaptive_attack"]["name"] if r.get("adaptive_attack") else r["attack"]["name"]
+        recs[(name, r["defense"]["name"], r["threat_model"])] = (r, dict(np.load(p.with_suffix(".npz"))))
+    r, side = recs[("autoattack", "none", "oblivious")]
+    st = r["autoattack"]["robust_accuracy_dict"]
+    assert list(st) == ["clean", "apgd-ce", "apgd-dlr"] and r["autoattack"]["version"] == "rand"
+    assert set(side["broken_by"].tolist()) <= {"", "clean", "apgd-ce", "apgd-dlr"}
+    assert np.array_equal(side["broken_by"] == "clean", ~side["clean_correct"])
+    for key in (("autoattack", "rn", "oblivious"), ("autoattack-full", "rn", "adaptive")):
+        r, side = recs[key]
+        m = r["metrics"]
+        assert m["eval_draws"] == 5 and len(m["robust_acc_draws"]) == 5
+        assert m["robust_acc_draws"][0] == m["robust_acc"]  # draw 0 is the record's usual number
+        assert m["robust_acc_all_draws"] <= m["robust_acc"]
+        assert side["robust_correct_draws"].shape == (12, 5)
+        assert r["sanity"]["randomized"]["fired"] is True
+    assert recs[("autoattack-full", "rn", "adaptive")][0]["autoattack"]["components"] == ["apgd-ce", "apgd-dlr"]
+    assert any("randomized" in line and "all 5 draws" in line for line in lines)
+
+
+def test_paper_preset_runs_aa_paper_at_4_255_only():
+    from counterclip.evaluation.config import PRESETS
+
+    p = PRESETS["paper"]
+    assert "aa-paper" in p["attacks"] and p["attack_eps"] == {"aa-paper": ["4/255"]}
+
+
+# ---- dev-only yardsticks ------------------------------------------------------------------------------------
+
+class _Logits(nn.Module):
+    def __init__(self, classifier):
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, x):
+        return self.classifier(x)
+
+
+def _dev_full():
+    if not os.environ.get("COUNTERCLIP_DEV_FULL"):
+        pytest.skip("full-budget yardstick comparison: set COUNTERCLIP_DEV_FULL=1 (minutes on a CPU)")
+
+
+def test_apgd_t_and_square_against_torchattacks(classifier, batch):
+    _dev_full()
+    torchattacks = pytest.importorskip("torchattacks")
+    x, y = batch
+    ours_t = wrong(classifier, APGDT(EPS, steps=20)(classifier, x, y, gens(range(64), "t")), y).sum()
+    ta_t = torchattacks.APGDT(_Logits(classifier), eps=EPS, steps=20, n_restarts=1, n_classes=10, seed=0)
+    theirs_t = wrong(classifier, ta_t(x, y), y).sum()
+    ours_s = wrong(classifier, Square(EPS, queries=300)(classifier, x, y, gens(range(64), "s")), y).sum()
+    ta_s = torchattacks.Square(_Logits(classifier), eps=EPS, n_queries=300, resc_schedule=False, seed=0)
+    theirs_s = wrong(classifier, ta_s(x, y), y).sum()
+    print(f"fooled of 64: APGD-T-20 ours {ours_t} torchattacks {theirs_t}; Square-300 ours {ours_s} "
+          f"torchattacks {theirs_s}")
+    assert ours_t >= theirs_t - 1 and ours_s >= theirs_s - 1
