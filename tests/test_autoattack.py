@@ -187,6 +187,11 @@ def test_grid_autoattack_records_stages_and_eval_draws(tmp_path):
         assert r["sanity"]["randomized"]["fired"] is True
     assert recs[("autoattack-full", "rn", "adaptive")][0]["autoattack"]["components"] == ["apgd-ce", "apgd-dlr"]
     assert any("randomized" in line and "all 5 draws" in line for line in lines)
+    from counterclip.report import build_report
+
+    build_report(str(tmp_path))
+    md = (tmp_path / "results.md").read_text()
+    assert "## Randomised defenses: re-drawn evaluation" in md and "## AutoAttack stages" in md
 
 
 def test_paper_preset_runs_aa_paper_at_4_255_only():

@@ -504,7 +504,7 @@ class GridRunner:
         if not self.summary:
             self.log("nothing to evaluate")
             return
-        self.log(f"\n{'dataset':<14} {'attack':<10} {'eps':<7} {'defense':<15} {'threat':<10} "
+        self.log(f"\n{'dataset':<14} {'attack':<16} {'eps':<7} {'defense':<15} {'threat':<10} "
                  f"{'clean':>7} {'robust':>7}  sanity")
         for r in self.summary:
             a = r["adaptive_attack"]["name"] if r.get("adaptive_attack") else r["attack"]["name"]
@@ -514,7 +514,7 @@ class GridRunner:
             draws = (f"  all {m['eval_draws']} draws {m['robust_acc_all_draws']:.4f}"
                      if m.get("eval_draws", 1) > 1 else "")
             status = ("FLAGGED: " + ", ".join(flags) if flags else "ok") + ("; " + ", ".join(notes) if notes else "")
-            self.log(f"{r['dataset']:<14} {a:<10} {r['attack']['eps_str']:<7} {r['defense']['name']:<15} "
+            self.log(f"{r['dataset']:<14} {a:<16} {r['attack']['eps_str']:<7} {r['defense']['name']:<15} "
                      f"{r['threat_model']:<10} {m['clean_acc']:>7.4f} {m['robust_acc']:>7.4f}  {status}{draws}")
         self.log(f"{len(self.summary)} records in {self.out} ({seconds:.0f} s); "
                  f"`counterclip report {self.out}` builds the tables and figures")

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from .records import Record, load_records, sort_records
 from .stats import auroc, find_duplicates, tau_auroc, tau_stats, worst_case, worst_cases
-from .tables import (accuracy_tables, adaptive_table, sanity_section, tau_section, write_results_csv,
-                     write_tau_csv, write_worst_case_csv, _md_table)
+from .tables import (accuracy_tables, adaptive_table, draws_and_stages_section, sanity_section, tau_section,
+                     write_results_csv, write_tau_csv, write_worst_case_csv, _md_table)
 
 __all__ = ["build_report", "load_records", "auroc", "tau_auroc", "worst_case", "Record"]
 
@@ -108,7 +108,7 @@ def build_report(run_dir, out_dir=None) -> dict[str, Path]:
 
     lines = _header(run_dir, records)
     lines += ["## Accuracy", ""] + accuracy_tables(records)
-    lines += worst_lines + sanity_section(records) + tau_section(taus)
+    lines += worst_lines + draws_and_stages_section(records) + sanity_section(records) + tau_section(taus)
     if figures:
         lines += ["## Figures", ""]
         for f in figures:

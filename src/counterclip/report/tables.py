@@ -176,6 +176,39 @@ def sanity_section(records: list[Record]) -> list[str]:
     return lines
 
 
+def draws_and_stages_section(records: list[Record]) -> list[str]:
+    """Re-drawn evaluation of randomised defenses (``--eval-draws``) and AutoAttack's stages, where present."""
+    lines = []
+    drawn = [r for r in records if (r.raw.get("metrics") or {}).get("eval_draws", 1) > 1]
+    if drawn:
+        lines += ["## Randomised defenses: re-drawn evaluation", "",
+                  "Each final input classified again on fresh draws of the defense's randomness the attacker never "
+                  "saw. *robust* is the usual single draw; *all draws* counts a sample robust only if it is "
+                  "correct on every draw.", ""]
+        rows = []
+        for r in drawn:
+            m = r.raw["metrics"]
+            per = m.get("robust_acc_draws") or []
+            rows.append([r.dataset, r.attack_label, r.eps_str, r.defense_label, r.threat_model,
+                         pct(r.robust_acc), f"{pct(min(per))}–{pct(max(per))}" if per else "—",
+                         pct(m.get("robust_acc_all_draws")), str(m["eval_draws"])])
+        lines += _md_table(["dataset", "attack", "ε", "defense", "threat", "robust (1 draw)", "per draw",
+                            "all draws", "draws"], rows) + [""]
+    staged = [r for r in records if isinstance(r.raw.get("autoattack"), dict)]
+    if staged:
+        lines += ["## AutoAttack stages", "", "Robust accuracy of the attacked model after each stage "
+                  "(components run in order on the samples still robust).", ""]
+        rows = []
+        for r in staged:
+            aa = r.raw["autoattack"]
+            st = aa.get("robust_accuracy_dict") or {}
+            rows.append([r.dataset, r.attack_label, r.eps_str, r.defense_label,
+                         str(aa.get("version")), " → ".join(f"{k} {pct(v)}" for k, v in st.items()),
+                         ", ".join(aa.get("dropped") or []) or "—"])
+        lines += _md_table(["dataset", "attack", "ε", "defense", "version", "stages", "dropped"], rows) + [""]
+    return lines
+
+
 def tau_section(taus: list[TauStats]) -> list[str]:
     lines = ["## Sensitivity τ: clean vs adversarial", ""]
     if not taus:
