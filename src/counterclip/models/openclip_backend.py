@@ -5,15 +5,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pickle
 import socket
 import threading
 import warnings
+from pathlib import Path
 from urllib.parse import urlparse
 
 from torch import nn
 
 from ..errors import CounterclipError, UnknownNameError
+from .checkpoints import checkpoint_allowlist, load_strict, refusal_error
 from .clip_model import ClipModel
+from .torchscript import is_torchscript_archive, read_torchscript_state_dict, uses_quick_gelu
 from .preprocessing import from_open_clip
 
 _PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
@@ -91,6 +95,7 @@ def build(name: str, pretrained: str | None, device="cpu", random_init: bool = F
 
     arch = name
     load_weights = not random_init
+    scripted = None  # a TorchScript archive's tensors, loaded after the model is built
     if name.startswith(("hf-hub:", "local-dir:")):
         kwargs = {}
         label = name
@@ -112,20 +117,31 @@ def build(name: str, pretrained: str | None, device="cpu", random_init: bool = F
         kwargs = {"pretrained": None if pretrained == "random" else pretrained}
         if pretrained in tags and open_clip.get_pretrained_cfg(arch, pretrained).get("quick_gelu"):
             kwargs["force_quick_gelu"] = True  # OpenAI weights were trained with QuickGELU (spec section 7)
+        elif pretrained != "random" and is_torchscript_archive(pretrained):
+            # OpenAI's own .pt release: read as data, never run; its module classes say which activation it has
+            scripted, classes = read_torchscript_state_dict(pretrained)
+            kwargs.update(pretrained=None, force_quick_gelu=uses_quick_gelu(classes))
+            load_weights = False
         elif pretrained != "random":
             _warn_activation(arch, tags)
         label = f"{arch} / {pretrained}"
     from_hub = name.startswith("hf-hub:") or (load_weights and kwargs.get("pretrained") is not None
                                               and not os.path.isfile(kwargs["pretrained"]))
-    with hub_access() if from_hub else contextlib.nullcontext(), _quiet_root_logging():
+    with hub_access() if from_hub else contextlib.nullcontext(), _quiet_root_logging(), checkpoint_allowlist():
         try:
             model = open_clip.create_model(name, load_weights=load_weights, device=device, weights_only=True,
                                            **kwargs)
             tokenizer = open_clip.get_tokenizer(name)
+        except pickle.UnpicklingError as e:  # a local file that needs more than weights_only=True allows
+            raise refusal_error(Path(str(pretrained)), e) from None
         except (RuntimeError, OSError, ValueError) as e:
             if not from_hub:
                 raise CounterclipError(f"cannot load {name}: {e}") from None
             raise _offline_error(label, e) from None
+    if scripted is not None:  # a scripted module also stores non-persistent buffers (attn_mask): not weights
+        transient = {n for n, _ in model.named_buffers()} - set(model.state_dict())
+        load_strict(model, {k: v for k, v in scripted.items() if k not in transient},
+                    f"TorchScript archive {pretrained}", f"the {arch} architecture")
     pp = model.visual.preprocess_cfg if hasattr(model.visual, "preprocess_cfg") else {}
     image_size = model.visual.image_size
     image_size = image_size[0] if isinstance(image_size, (tuple, list)) else image_size
