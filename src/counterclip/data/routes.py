@@ -102,6 +102,8 @@ def local_status(key: str, data_root=None) -> dict:
 def routes_view(keys=None, data_root=None) -> str:
     """One block per dataset: torchvision route, mirror route, counts and the local status (the
     ``counterclip datasets`` routes view)."""
+    from . import paper, wds
+
     lines = []
     for key in keys or list(table()["datasets"]):
         r = route(key)
@@ -120,6 +122,12 @@ def routes_view(keys=None, data_root=None) -> str:
                          f"({m['basis']}), {same}: {m['note']}")
         else:
             lines.append("  mirror: none in CLIP_benchmark's list")
+        spec = paper.SPECS.get(key)
+        if spec is not None:
+            needs = spec.needs(Path(st["root"]), spec.splits["test"])
+            lines.append("  by hand (torchvision's layout): " + (", ".join(str(p) for p in needs) or "see docs")
+                         + (f" or a mirror copy at {Path(st['root']) / ('wds_' + wds.cleaned(m['dataset'][4:]))}"
+                            if m else ""))
         have = [f"torchvision layout under {st['root']}"] if st["torchvision_layout"] else []
         if st["mirror_copy"]:
             have.append(f"mirror copy {st['mirror_copy']}")
