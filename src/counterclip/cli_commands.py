@@ -52,8 +52,10 @@ def register(sub, add_model_args, add_data_args) -> None:
     p.add_argument("--square-queries", type=int, default=5000, help="Square's query budget (alone and in AutoAttack)")
     p.add_argument("--eval-draws", type=int, default=1,
                    help="classify each final input on R draws of a randomised defense (extra fields in records)")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
-                   help="the defense's passes only; attacks always run in fp32")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16", "fp16-all"], default="fp32",
+                   help="bf16/fp16: the defense's passes only, attacks stay fp32; fp16-all: the reference code's "
+                        "mode, clean evaluation, attacks and defenses all under fp16 autocast (for comparison with "
+                        "it; exact only on a GPU)")
     p.add_argument("--limit", type=int, default=None, help="evaluate N samples per dataset (picked with --seed)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)

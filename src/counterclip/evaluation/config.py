@@ -10,6 +10,8 @@ PAPER_DATASETS = ["cifar10", "cifar100", "stl10", "imagenet", "caltech101", "cal
                   "flowers102", "fgvc-aircraft", "stanford-cars", "sun397", "country211", "food101", "eurosat",
                   "dtd", "pcam"]
 THREAT_MODELS = ("oblivious", "adaptive", "both")
+# fp16-all: the reference code's mode, clean evaluation, attacks and defenses under fp16 autocast (spec section 7)
+PRECISIONS = ("fp32", "bf16", "fp16", "fp16-all")
 
 PRESETS = {
     # the paper's protocol (spec section 3): 16 datasets, Resize(256)+CenterCrop(224), PGD-10 and CW at 1/255 and
@@ -61,7 +63,7 @@ class EvalConfig:
     overwrite: bool = False
     image_size: int | None = None  # default: the model's input size
     resize: int | None = None
-    precision: str = "fp32"  # the defense's passes only; attacks always run in fp32
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (the defense's passes only) | fp16-all (reference mode: everything)
     quantize: str = "none"  # serialisation of adversarial inputs before the defense: none, round, truncate
     prompts: str = "clip"  # class names / templates style: clip or reference (data/prompts.py)
     probe_size: int = 32  # images the sanity checks probe
@@ -76,6 +78,8 @@ class EvalConfig:
         from ..defenses import DEFENSES
         from ..errors import UnknownNameError
 
+        if self.precision not in PRECISIONS:
+            raise UnknownNameError("precision", self.precision, PRECISIONS)
         for a in self.attacks:
             if a != "none" and a not in ATTACKS:
                 raise UnknownNameError("attack", a, ("none",) + ATTACKS)

@@ -9,6 +9,7 @@ not depend on batch size, process count or a resume. Work is saved atomically af
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
@@ -72,6 +73,22 @@ class GridRunner:
     def _bar(self, total, desc):
         return tqdm(total=total, desc=desc, unit="img", leave=False, disable=not self.dist.is_main)
 
+    def autocast(self):
+        """fp16-all (the reference code's mode): fp16 autocast around everything the cells compute; else nothing."""
+        if self.cfg.precision != "fp16-all":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=torch.device(self.device).type, dtype=torch.float16)
+
+    def under_precision(self, compute):
+        if self.cfg.precision != "fp16-all":
+            return compute
+
+        def run(cs, ce):
+            with self.autocast():
+                return compute(cs, ce)
+
+        return run
+
     def cell(self, folder: Path, compute, desc: str, gather_keys: tuple) -> dict | None:
         """Run ``compute(start, end)`` for this rank's chunks, saving each chunk atomically and skipping saved
         ones; return the gathered per-sample ``gather_keys`` over all ranks (on every rank)."""
@@ -84,7 +101,7 @@ class GridRunner:
         bar = self._bar(self._end - self._start, desc)
         ranges = [(cs, min(cs + self.cfg.batch_size, self._end))
                   for cs in range(self._start, self._end, self.cfg.batch_size)]
-        done = run_chunks(folder, ranges, compute, bar.update)
+        done = run_chunks(folder, ranges, self.under_precision(compute), bar.update)
         parts = [{k: res[k] for k in gather_keys if k in res} for res in done]  # old chunks may lack a newer key
         bar.close()
         keys = [k for k in gather_keys if all(k in p for p in parts)]
@@ -116,7 +133,7 @@ class GridRunner:
     def defense_for(self, name: str):
         cfg = self.cfg
         if name in ("ttc", "rn"):
-            kw = {"eps": cfg.ttc_eps, "precision": cfg.precision}
+            kw = {"eps": cfg.ttc_eps, "precision": "fp16" if cfg.precision == "fp16-all" else cfg.precision}
             if name == "ttc":
                 kw.update(steps=cfg.ttc_steps, step_size=cfg.ttc_step_size, beta=cfg.beta,
                           tau_thres=cfg.tau_thres if cfg.tau_thres == "auto" else float(cfg.tau_thres),
@@ -191,7 +208,8 @@ class GridRunner:
         self.image_size = cfg.image_size or self.model.image_size
         self.data = get_dataset(name, data_root=cfg.data_root, download=cfg.download, image_size=self.image_size,
                                 resize=cfg.resize, prompts=cfg.prompts, allow_partial=cfg.allow_partial)
-        self.clf = ZeroShotClassifier(self.model, self.data.classnames, self.data.templates)
+        with self.autocast():  # fp16-all: the class text is encoded under autocast too, as the reference does
+            self.clf = ZeroShotClassifier(self.model, self.data.classnames, self.data.templates)
         self.indices = select_indices(len(self.data), cfg.limit, cfg.seed)
         self._start, self._end = self.dist.shard(len(self.indices))
         self.base_key = {**self.model_id, "dataset": self.data.name, "split": self.data.split,
@@ -200,6 +218,8 @@ class GridRunner:
                          "classnames": self.data.classnames, "templates": self.data.templates,
                          "preprocess": self.data.preprocess, "image_size": self.image_size,
                          "indices": stable_hash(self.indices.tolist(), 32), "seed": cfg.seed, "version": __version__}
+        if cfg.precision == "fp16-all":  # every cell differs (fp32 keys stay as they were)
+            self.base_key["precision"] = cfg.precision
         self.dstate = self.state / self.data.name
         self.check_space()
         self.obliv: dict = {}  # (attack, eps, defense) -> robust correct, for the adaptive comparison
@@ -437,7 +457,7 @@ class GridRunner:
                "metrics": {**accuracy_metrics("clean", nc, n), **accuracy_metrics("robust", nr, n), "n_samples": n},
                "seed": cfg.seed, "limit": cfg.limit, "prompts": self.data.prompts, "templates": self.data.templates,
                "preprocess": self.data.preprocess, "adv_storage": "fp16 perturbation, re-projected on load",
-               "quantize": cfg.quantize}
+               "quantize": cfg.quantize, "precision": cfg.precision}
         rec.update(self.data.record_fields())  # source, dataset_size, split_note, count_check (issue 9)
         add_benchmark_fields(rec)  # CLIP_benchmark's pretrained (a string), task, language, metrics.acc1
         if adaptive is not None:
