@@ -17,7 +17,10 @@ from counterclip.evaluation.config import EvalConfig
 from counterclip.evaluation.grid import GridRunner
 
 BASE = dict(datasets=["fashion-mnist"], attacks=["pgd"], eps=["4/255"], steps=2, defenses=["none", "ttc"],
-            limit=16, batch_size=8, seed=5, probe_size=4)
+            limit=16, batch_size=4, seed=5, probe_size=4)
+# the same configuration on the command line (probe_size only changes the records' sanity notes, not numbers)
+CLI = ["eval", "--dataset", "fashion-mnist", "--attack", "pgd", "--eps", "4/255", "--steps", "2", "--defense",
+       "none,ttc", "--limit", "16", "--batch-size", "4", "--seed", "5"]
 
 
 def run(out, **over):
@@ -108,3 +111,308 @@ def test_report_skips_a_damaged_record_naming_it(reference, tmp_path, capsys):
     assert sum(recs[1].with_suffix(".npz").name in m for m in msgs) == 1
     md = (out / "results.md").read_text()
     assert f"skipped damaged record fashion-mnist/{recs[0].name}" in md  # the table says a row is missing
+
+
+def all_state_whole(out: Path) -> None:
+    """Nothing half-written that a later run would trust: no temp files, every chunk and record verifies."""
+    from counterclip.evaluation.integrity import record_problem
+    from counterclip.evaluation.state import load_tensors
+
+    assert not [p for p in Path(out).rglob("*.tmp")]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for p in Path(out).rglob("*.pt"):
+            assert load_tensors(p) is not None, p
+    for p in Path(out).glob("*/*.json"):
+        assert record_problem(json.loads(p.read_text())) is None, p
+
+
+# -- 2. full disk and read-only file system (a real tmpfs) -------------------------------------------------------
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    import os
+    import subprocess
+
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs for the full-disk test needs root and mount(8)")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    yield mnt
+    if subprocess.run(["umount", str(mnt)], capture_output=True).returncode:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def fill(mnt: Path, leave: int) -> Path:
+    ballast = mnt / "ballast"
+    free = shutil.disk_usage(mnt).free
+    ballast.write_bytes(b"\0" * max(0, free - leave))
+    return ballast
+
+
+def test_full_disk_is_one_clear_error_and_the_same_command_resumes(reference, tmpfs, monkeypatch, capsys):
+    import counterclip.evaluation.grid as grid
+    from counterclip.cli import main
+    from counterclip.evaluation.state import StorageError
+
+    out = tmpfs / "run"
+    ballast = fill(tmpfs, 48 * 1024)
+    # up front: the estimate does not fit -> refused before any work, one line naming the folder and sizes
+    rc = main(["eval", "--dataset", "fashion-mnist", "--attack", "pgd", "--eps", "4/255", "--limit", "16",
+               "--output", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "not enough space" in err[0] and str(out) in err[0] and "free" in err[0]
+    # the disk fills up behind the estimate's back (another job): the real ENOSPC mid-run
+    monkeypatch.setattr(grid, "check_space", lambda *a, **k: None)
+    with pytest.raises(StorageError, match="no space left writing .*needed.*free.*re-run the same command"):
+        run(out)
+    all_state_whole(out)
+    assert list(out.rglob("*.pt")), "the disk filled before anything was saved: shrink the ballast"
+    monkeypatch.undo()
+    ballast.unlink()  # space returns
+    run(out)
+    assert_same(reference[1], numbers(out))
+    all_state_whole(out)
+
+
+def test_read_only_file_system_is_one_clear_error(reference, tmpfs):
+    import subprocess
+
+    from counterclip.evaluation.state import StorageError
+
+    out = tmpfs / "run"
+    out.mkdir()
+    subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
+    try:
+        with pytest.raises(StorageError, match=f"read-only file system: cannot write {out}"):
+            run(out)
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(tmpfs)], check=True)
+    run(out)
+    assert_same(reference[1], numbers(out))
+
+
+# -- 6. hostile image folders; devices that are not there ------------------------------------------------------
+
+def _patch_png_size(data: bytes, w: int, h: int) -> bytes:
+    """The same PNG with a lying IHDR size (CRC fixed, so only the size lies)."""
+    import struct
+    import zlib
+
+    ihdr = bytearray(data[8:33])  # length(4) 'IHDR' w h depth color comp filter interlace crc
+    ihdr[8:16] = struct.pack(">II", w, h)
+    ihdr[21:25] = struct.pack(">I", zlib.crc32(bytes(ihdr[4:21])))
+    return data[:8] + bytes(ihdr) + data[33:]
+
+
+def test_hostile_image_folder_is_skipped_file_by_file(tmp_path):
+    import io
+    import os
+    import resource
+
+    from PIL import Image
+
+    root = tmp_path / "folder"
+    rng = np.random.default_rng(0)
+    for cls in ("coat", "shirt"):
+        (root / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 255, (28, 28), dtype=np.uint8)).save(root / cls / f"{i}.png")
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(buf, format="PNG")
+    png = buf.getvalue()
+    hostile = {
+        "coat/empty.png": b"",
+        "coat/bomb.png": _patch_png_size(png, 40000, 40000),     # 1.6 G pixels claimed by a tiny file
+        "coat/gigantic.png": _patch_png_size(png, 9000, 9000),   # over the 64 M pixel cap
+        "shirt/lying.png": _patch_png_size(png, 64, 64),         # header larger than its data
+        "shirt/text.jpg": b"just some text with an image extension\n",
+    }
+    for rel, data in hostile.items():
+        (root / rel).write_bytes(data)
+    os.symlink("self.png", root / "shirt" / "self.png")  # a file symlink loop
+    os.symlink("..", root / "shirt" / "up")                 # a directory loop: shirt/up/shirt/up/...
+    import torch  # noqa: F401 - imported before the memory baseline
+    import torchvision.datasets  # noqa: F401
+
+    from counterclip.data import get_dataset
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        get_dataset("imagefolder", data_root=root, image_size=28)
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak) / 1024
+    assert grown_mb < 100, f"peak memory grew by {grown_mb:.0f} MB while scanning: a bomb was decoded"
+    out = tmp_path / "out"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run(out, datasets=["imagefolder"], data_root=str(root), attacks=["none"], defenses=["none"], limit=None)
+    msgs = [str(w.message) for w in caught if "imagefolder: skipping" in str(w.message)]
+    for name in [*hostile, "shirt/self.png"]:
+        assert sum(str(root / name) in m for m in msgs) == 1, (name, msgs)
+    assert any("symlink loop" in m for m in msgs)
+    rec = json.loads(next((out / "imagefolder").glob("*.json")).read_text())
+    assert rec["metrics"]["n_samples"] == 6  # each good image once, despite the directory loop
+    assert rec["skipped_images"] == len(msgs) and len(msgs) >= 6
+
+
+@pytest.mark.parametrize("device", ["cuda:99", "no-such-device"])
+def test_a_device_that_is_not_there_fails_in_one_line(tmp_path, capsys, device):
+    from counterclip.cli import main
+
+    rc = main(["eval", "--dataset", "fashion-mnist", "--device", device, "--output", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith(f"counterclip: error: --device {device}")
+    assert not any(tmp_path.iterdir())
+
+
+def test_cuda_without_cuda_fails_in_one_line(tmp_path, capsys):
+    import torch
+
+    from counterclip.cli import main
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    rc = main(["eval", "--dataset", "fashion-mnist", "--device", "cuda", "--output", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "CUDA is not available" in err[0]
+
+
+# -- 3. preemption, 4. concurrent writers ----------------------------------------------------------------------
+
+def test_sigint_stops_between_two_attack_steps_and_the_rerun_resumes(reference, tmp_path):
+    """A real SIGINT, sent from inside PGD's step loop (the 2nd step of the 2nd chunk): the run stops at the
+    next encoder pass, keeps the finished chunk, and a re-run gives the undisturbed numbers."""
+    import os
+    import signal
+
+    from counterclip.attacks.pgd import PGD
+    from counterclip.evaluation.signals import Preempted
+
+    out = tmp_path / "run"
+    calls = {"perturb": 0, "after_signal": 0, "signalled": False}
+    orig = PGD.perturb
+
+    def perturb(self, classifier, x, y, generator):
+        calls["perturb"] += 1
+
+        def counted(inp):
+            if calls["signalled"]:
+                calls["after_signal"] += 1
+            elif calls["perturb"] == 2 and counted.n == 1:
+                calls["signalled"] = True
+                os.kill(os.getpid(), signal.SIGINT)
+            counted.n += 1
+            return classifier(inp)
+
+        counted.n = 0
+        for name in ("encode_image", "logits_from_embeddings", "num_classes"):
+            if hasattr(classifier, name):
+                setattr(counted, name, getattr(classifier, name))
+        return orig(self, counted, x, y, generator)
+
+    PGD.perturb = perturb
+    try:
+        with pytest.raises(Preempted) as exc:
+            run(out)
+    finally:
+        PGD.perturb = orig
+    assert exc.value.exit_code == 130 and calls["signalled"]
+    assert calls["after_signal"] <= 1  # the call in flight; the next encoder pass raised
+    assert len(chunks(out, "adv-")) == 1  # the finished chunk is kept, nothing half-written
+    all_state_whole(out)
+    run(out)
+    assert_same(reference[1], numbers(out))
+
+
+def in_cell(lock: Path) -> set[int]:
+    """Pids of counterclip processes that have ``lock`` open (they are working in that cell)."""
+    import os
+
+    pids = set()
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if any(os.readlink(fd) == str(lock) for fd in (d / "fd").iterdir()):
+                    pids.add(int(d.name))
+            except OSError:
+                continue
+    return pids
+
+
+HOLDER = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)
+for offset in sys.argv[2:]:
+    fcntl.lockf(fd, fcntl.LOCK_EX, 1, int(offset))
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+def test_concurrent_writers_share_a_folder_and_preemption_stops_every_rank(reference, tmp_path):
+    """Real processes on one output folder: a lock holder that gets SIGKILLed, a single-process run and a
+    2-rank torchrun run. The holder's chunk is left alone while it lives; SIGTERM stops both torchrun ranks
+    with the resume hint; the holder's death frees its chunk (no stale lock) and the single run finishes with
+    the undisturbed numbers; a later re-run recomputes nothing."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from counterclip.cli import main
+    from counterclip.evaluation.integrity import trailer
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    out = tmp_path / "shared"
+    adv_name = chunks(reference[0], "adv-")[0].parent.name  # folder names depend on the configuration only
+    adv = out / ".state" / "fashion-mnist" / adv_name
+    adv.mkdir(parents=True)
+    held = (0, 8)  # one chunk of each torchrun rank's shard
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(adv / ".lock"), *map(str, held)],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    cmd = [*CLI, "--output", str(out)]
+    single = subprocess.Popen([sys.executable, "-m", "counterclip", *cmd], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    ddp = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                            "-m", "counterclip", *cmd], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True)
+    procs = [holder, single, ddp]
+    try:
+        deadline = time.time() + 300
+        others = [adv / f"{s:08d}-{s + 4:08d}.pt" for s in (4, 12)]
+        # wait until the single run and both ranks work in the shared cell (each has its lock file open)
+        while not (all(p.is_file() for p in others) and len(in_cell(adv / ".lock") - {holder.pid}) == 3):
+            assert time.time() < deadline and single.poll() is None and ddp.poll() is None, "no progress"
+            time.sleep(0.1)
+        time.sleep(1.0)
+        for s in held:
+            assert not (adv / f"{s:08d}-{s + 4:08d}.pt").exists(), "a locked chunk was computed by another process"
+        writers = {trailer(p.read_bytes())["writer"] for p in others}
+        ddp.send_signal(signal.SIGTERM)  # torchrun forwards it to every rank
+        ddp_out = ddp.communicate(timeout=120)[0]
+        for rank in (0, 1):
+            assert f"stopped by SIGTERM (rank {rank}); finished work is saved: re-run the same command" in ddp_out
+        assert single.poll() is None  # still waiting for the holder's chunk
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=60)
+        _, err = single.communicate(timeout=300)
+        assert single.returncode == 0, err[-2000:]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    print("chunk writers of the shared adversarial cell:", sorted(writers))
+    assert_same(reference[1], numbers(out))
+    all_state_whole(out)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main([*cmd]) == 0
+    assert not [w for w in caught if "recomputing" in str(w.message)]
+    assert_same(reference[1], numbers(out))

@@ -89,7 +89,7 @@ def _imagefolder(split, data_root, download, image_size, resize, prompts="clip")
     ds, classnames = imagefolder.build(data_root, pil_transform(image_size, resize))
     return LoadedDataset("imagefolder", ds, classnames, ["a photo of a {}."], split,
                          preprocess=f"Resize({resize or image_size})+CenterCrop({image_size})",
-                         extra={"data_root": str(data_root)}, source="imagefolder")
+                         extra={"data_root": str(data_root), "skipped_images": ds.skipped}, source="imagefolder")
 
 
 BUILDERS: dict[str, Callable[..., LoadedDataset]] = {

@@ -484,6 +484,8 @@ class GridRunner:
         if g is not None:
             rec["gate"] = g
         rec["versions"] = versions()
+        if "skipped_images" in self.data.extra:  # hostile or broken files left out of an image folder
+            rec["skipped_images"] = self.data.extra["skipped_images"]
         path, config_key = self.record_key(aname, eps, attack, dname, defense, threat, adaptive)
         rec["sidecar"] = path.with_suffix(".npz").name
         with exclusive(path.parent):  # a concurrent writer's record and sidecar never interleave with ours

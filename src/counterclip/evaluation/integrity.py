@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
 import struct
 
 MAGIC = b"CCSTATE1"
@@ -28,9 +30,15 @@ def sha256(data: bytes) -> str:
 
 
 def frame(payload: bytes, owner: str) -> bytes:
-    meta = json.dumps({"v": 1, "sha256": sha256(payload), "size": len(payload), "owner": owner},
-                      sort_keys=True).encode()
+    meta = json.dumps({"v": 1, "sha256": sha256(payload), "size": len(payload), "owner": owner,
+                       "writer": f"{socket.gethostname()}:{os.getpid()}"}, sort_keys=True).encode()
     return payload + meta + struct.pack("<Q", len(meta)) + MAGIC
+
+
+def trailer(data: bytes) -> dict:
+    """A framed file's metadata (sha256, owner, writer ``host:pid``), unchecked: for diagnostics."""
+    (n,) = struct.unpack("<Q", data[-_TAIL:-8])
+    return json.loads(data[-_TAIL - n:-_TAIL])
 
 
 def unframe(data: bytes, owner: str) -> bytes:
