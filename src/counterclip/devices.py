@@ -12,7 +12,7 @@ def check_device(name) -> str:
     try:
         dev = torch.device(name)
     except (RuntimeError, TypeError, ValueError) as e:
-        raise CounterclipError(f"--device {name!r} is not a device name torch knows ({e}); use cpu, cuda, "
+        raise CounterclipError(f"--device {name}: not a device name torch knows ({e}); use cpu, cuda, "
                                "cuda:N, mps, ...") from None
     if dev.type == "cpu":
         return str(name)
