@@ -27,28 +27,18 @@ The model is the embedded ``tiny-fmnist`` CLIP and the images are the Fashion-MN
 from __future__ import annotations
 
 import argparse
-import contextlib
-import datetime
-import os
-import platform
-import re
 import shlex
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_OUTPUT = REPO / "BENCHMARKS.md"
-SECTION = "ttc_throughput"
-INTRO = """# Benchmarks
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import (DEFAULT_OUTPUT, environment, fmt_bytes as _fmt_bytes, interleaved,  # noqa: E402
+                     median as _median, now, quiet_stderr as _quiet_stderr, sync as _sync)
+from harness import write_section as _write_section  # noqa: E402
 
-Numbers are ratios measured side by side in one run; absolute times on these shared 2-core machines mean
-little. Each benchmark owns one section below, delimited by HTML comments, and replaces only its own
-section when re-run.
-"""
+SECTION = "ttc_throughput"
 
 # (c) and (b) reach the same peak (the same backward through the same batch); (c) may hold a few bookkeeping
 # tensors more at that moment (the gate mask, the step weights: ~140 bytes on 128 images)
@@ -58,25 +48,6 @@ REGIMES = (
     ("most images pass the gate", "q10"),  # tau_thres = 10 % quantile of clean tau
     ("every image is counterattacked", "inf"),
 )
-
-
-# -- measurement helpers -------------------------------------------------------------------------------------
-def _sync(device: torch.device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-@contextlib.contextmanager
-def _quiet_stderr():
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def peak_memory(fn, device: torch.device) -> tuple[int, str]:
@@ -114,14 +85,6 @@ def peak_memory(fn, device: torch.device) -> tuple[int, str]:
         cur += e.nbytes()
         peak = max(peak, cur)
     return peak, "torch.profiler allocation events (peak of live tensor bytes)"
-
-
-def _fmt_bytes(n: float) -> str:
-    return f"{n / 2**20:.1f} MiB"
-
-
-def _median(xs):
-    return statistics.median(xs) if xs else float("nan")
 
 
 def reference_code_passes(classifier, x, delta0, eps, steps, step_size, tau_thres, beta):
@@ -244,33 +207,17 @@ def run(args, classifier=None) -> dict:
     for key in keys:
         for thr in thresholds.values():
             methods[key][1](0, thr, {})
-    _sync(device)
 
     results = {}
     for regime, rkey in REGIMES:
         thr = thresholds[rkey]
-        times = {k: [] for k in keys}
-        preds, paths, attacked = {}, {}, None
-        for r in range(args.repeats):
-            states = {k: {} for k in keys}  # one pass per method and repeat; TTC's state lives in its pass
-            total = {k: 0.0 for k in keys}
-            outs = {k: [] for k in keys}
-            for i in range(len(batches)):
-                # interleave the methods batch by batch, rotating who goes first, so that load from other
-                # jobs on the machine falls on all methods alike
-                shift = (r * len(batches) + i) % len(keys)
-                for key in keys[shift:] + keys[:shift]:
-                    _sync(device)
-                    t0 = time.perf_counter()
-                    outs[key].append(methods[key][1](i, thr, states[key]))
-                    _sync(device)
-                    total[key] += time.perf_counter() - t0
-            for key in keys:
-                times[key].append(total[key])
-            if r == 0:
-                preds = {k: torch.cat([o.argmax(-1).cpu() for o in outs[k]]) for k in keys}
-                paths = {k: st["paths"] for k, st in states.items() if "paths" in st}
-                attacked = torch.cat(states["c"]["attacked"])
+        # one pass per method and repeat, interleaved batch by batch (benchmarks/harness.py); TTC's state lives
+        # in its pass
+        bound = {k: (lambda i, st, f=methods[k][1]: f(i, thr, st)) for k in keys}
+        times, outs, states = interleaved(bound, len(batches), args.repeats, device, warmup=False)
+        preds = {k: torch.cat([o.argmax(-1).cpu() for o in outs[k]]) for k in keys}
+        paths = {k: st["paths"] for k, st in states.items() if "paths" in st}
+        attacked = torch.cat(states["c"]["attacked"])
         res = {
             "tau_thres": thr,
             "ips": {k: _median([n / t for t in times[k]]) for k in keys},
@@ -307,17 +254,11 @@ def render(args, out, argv) -> tuple[str, str]:
     """(console text, markdown section)."""
     keys, methods, results = out["keys"], out["methods"], out["results"]
     device = out["device"]
-    dev_name = str(device)
-    if device.type == "cuda":
-        dev_name += f" ({torch.cuda.get_device_name(device)})"
-    else:
-        dev_name += f" ({platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs)"
     cmd = " ".join(shlex.quote(a) for a in [".venv/bin/python", "benchmarks/ttc_throughput.py", *argv])
     L = []
     L.append(f"- command: `{cmd}`")
-    L.append(f"- date: {datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}")
-    L.append(f"- torch {torch.__version__}, python {platform.python_version()}, device {dev_name}, "
-             f"torch threads {torch.get_num_threads()}")
+    L.append(f"- date: {now()}")
+    L.append(f"- {environment(device)}")
     L.append(f"- model tiny-fmnist, Fashion-MNIST test images 0..{out['n'] - 1}: n = {out['n']}, batch size "
              f"{args.batch_size} ({out['batches']} batches), {args.repeats} repeats, seed {args.seed}; TTC "
              f"defaults (eps 4/255, 2 steps, step 1/255, beta 2), the same seeded delta0 for every TTC")
@@ -402,13 +343,7 @@ def targets_line(results) -> str:
 
 
 def write_section(path: Path, section: str):
-    text = path.read_text() if path.exists() else INTRO
-    pat = re.compile(rf"<!-- begin {SECTION} -->.*?<!-- end {SECTION} -->\n?", re.S)
-    if pat.search(text):
-        text = pat.sub(lambda _: section, text)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
+    _write_section(path, SECTION, section)
 
 
 def main(argv=None, classifier=None) -> dict:

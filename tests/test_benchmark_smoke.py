@@ -37,3 +37,21 @@ def test_ttc_throughput_benchmark_smoke(tmp_path, classifier):
     text2 = out_file.read_text()
     assert text2.count("<!-- begin ttc_throughput -->") == 1
     assert "new numbers" in text2 and "prediction agreement" not in text2 and "kept" in text2
+
+
+def test_defense_throughput_benchmark_smoke(tmp_path, classifier):
+    spec = importlib.util.spec_from_file_location("defense_throughput_bench", BENCH.parent / "defense_throughput.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out_file = tmp_path / "BENCHMARKS.md"
+    threads = torch.get_num_threads()
+    try:
+        out = bench.main(["--n", "8", "--batch-size", "8", "--rtpt-n", "2", "--rtpt-batch-size", "2",
+                          "--rtpt-views", "4", "--repeats", "1", "--only", "csr,mac,rtpt", "--output", str(out_file)],
+                         classifier=classifier)
+    finally:
+        torch.set_num_threads(threads)
+    text = out_file.read_text()
+    assert "<!-- begin defense_throughput -->" in text and "| mac | clean |" in text
+    for r in out["results"].values():  # the transcriptions agree with the fast implementations
+        assert r["agreement"] == 1.0
