@@ -223,6 +223,10 @@ def test_a_missing_shard_fails_in_one_line_unless_allowed(tmp_path):
     with pytest.warns(UserWarning):
         data = get_dataset("wds/cars", data_root=folder, image_size=28, allow_partial=True)
     assert len(data) == 4 and data.record_fields()["mirror"]["missing_shards"] == ["1.tar"]
+    shard = folder / "test" / "0.tar"  # a half-downloaded shard: one line, even with --allow-partial
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    with pytest.raises(CounterclipError, match="0.tar: unreadable shard"):
+        get_dataset("wds/cars", data_root=folder, image_size=28, allow_partial=True)
 
 
 @pytest.mark.parametrize("how", ["HF_HUB_OFFLINE", "unreachable endpoint"])

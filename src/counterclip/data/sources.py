@@ -38,6 +38,8 @@ def _open_mirror(name: str, split: str, data_root, download: bool, image_size, r
         raise CounterclipError(f"dataset wds/{name}: the mirror copy {folder} has split(s) "
                                f"{', '.join(available) or 'none'}, not {split!r} (a partial copy?)")
     ds = wds.WdsMirror(folder, split, pil_transform(image_size, resize), allow_partial=allow_partial)
+    if len(ds) == 0:
+        raise CounterclipError(f"dataset wds/{name}: no samples in {folder / split} (every shard missing or empty)")
     classnames = wds.read_lines(folder / "classnames.txt")
     if not classnames:
         raise CounterclipError(f"dataset wds/{name}: {folder / 'classnames.txt'} is missing or empty")

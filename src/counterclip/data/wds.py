@@ -177,6 +177,10 @@ def index_shard(path: Path, shard: int) -> list[Sample]:
                 members["cls"] = tar.extractfile(m).read()
             else:
                 members[suffix] = (m.offset_data, m.size)
+        end = tar.offset  # where the end-of-archive marker (two zero blocks) starts
+    if path.stat().st_size < end + 1024:
+        raise CounterclipError(f"{path}: unreadable shard (truncated: no end-of-archive marker after "
+                               f"{len(groups)} samples), a half-downloaded copy?")
     samples = []
     for key, members in groups:
         ext = next((e for e in IMAGE_EXTS if e in members), None)
