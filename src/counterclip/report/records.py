@@ -19,7 +19,7 @@ SIDECAR_FIELDS = ("index", "label", "clean_correct", "robust_correct", "clean_ta
 
 # Display order; names not listed sort after these, alphabetically.
 ATTACK_ORDER = ("none", "pgd", "cw", "apgd-ce", "apgd-dlr")
-DEFENSE_ORDER = ("none", "rn", "ttc", "tte", "anti-adversary", "hedge")
+DEFENSE_ORDER = ("none", "rn", "ttc", "tte", "anti-adversary", "hedge", "rtpt", "csr", "csr-full", "mac")
 THREAT_ORDER = ("oblivious", "adaptive")
 
 

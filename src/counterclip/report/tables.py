@@ -137,15 +137,31 @@ def adaptive_table(worst: list[WorstCase], many_models: bool) -> tuple[list[str]
     col_keys = sorted(cols, key=lambda c: (order_key(c[0], THREAT_ORDER), order_key(cols[c], ATTACK_ORDER), c[1]))
     header = (["model"] if many_models else []) + ["dataset", "ε", "defense"]
     header += [f"{lab} ({'adaptive' if t == 'adaptive' else 'obl.'})" for t, lab in col_keys]
-    header += ["worst case", "n"]
+    header += ["worst case", "n", "cost: passes / image, img/s"]
     rows = []
     for w in worst:
         by_col = {(r.threat_model, r.attack_label): r for r in sorted(w.records, key=lambda r: r.path)}
         row = ([w.model] if many_models else []) + [w.dataset, w.eps_str, w.defense]
         row += [pct(by_col[c].robust_acc) if c in by_col else "—" for c in col_keys]
-        row += [("" if w.exact else "≤ ") + f"**{pct(w.robust_acc)}**", str(w.n)]
+        row += [("" if w.exact else "≤ ") + f"**{pct(w.robust_acc)}**", str(w.n), cost_cell(w.records)]
         rows.append(row)
     return header, rows
+
+
+def cost_cell(records: list[Record]) -> str:
+    """The defense's cost on the oblivious inputs (records written before costs were counted: "—"): image-encoder
+    forwards (F) and backwards (B) per image, counted, and measured images/s."""
+    recs = sorted(records, key=lambda r: r.threat_model != "oblivious")
+    for r in recs:
+        c = r.raw.get("cost") if isinstance(r.raw, dict) else None
+        if isinstance(c, dict) and c.get("image_forwards_per_image") is not None:
+            text = f"{c['image_forwards_per_image']:.3g} F + {c.get('image_backwards_per_image', 0):.3g} B"
+            if c.get("text_forwards_per_image"):
+                text += f" + {c['text_forwards_per_image']:.3g} text F"
+            if c.get("images_per_s"):
+                text += f", {c['images_per_s']:.3g} img/s"
+            return text
+    return "—"
 
 
 def sanity_section(records: list[Record]) -> list[str]:
