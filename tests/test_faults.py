@@ -127,6 +127,26 @@ def all_state_whole(out: Path) -> None:
         assert record_problem(json.loads(p.read_text())) is None, p
 
 
+# -- 5. changed settings into the same folder --------------------------------------------------------------------
+
+def test_changed_settings_never_pass_old_results_as_new(reference, tmp_path):
+    from counterclip.report import build_report
+
+    out = tmp_path / "run"
+    shutil.copytree(reference[0], out)
+    old = set(out.glob("fashion-mnist/*.json"))
+    written = run(out, seed=6, ttc_steps=3)
+    assert written and not set(written) & old  # the new settings' records, none of the old ones
+    for p in written:
+        rec = json.loads(Path(p).read_text())
+        assert rec["seed"] == 6 and rec["settings"]["ttc_steps"] == 3
+    assert_same(reference[1], {k: v for k, v in numbers(out).items() if out / "fashion-mnist" / k.replace(
+        ".npz", ".json") in old})  # the old records are untouched
+    md = (out / "results.md").read_text() if build_report(out) else ""
+    assert "come from 2 different configurations" in md
+    assert "[seed=5, ttc_steps=2]" in md and "[seed=6, ttc_steps=3]" in md
+
+
 # -- 2. full disk and read-only file system (a real tmpfs) -------------------------------------------------------
 
 @pytest.fixture

@@ -40,6 +40,7 @@ from .chunks import run_chunks
 from .locks import exclusive
 from .signals import Preempted, graceful_stop, stop_requested
 from .space import check_space, estimate_bytes
+from .settings import run_settings
 from .state import file_sha256, json_plain, load_tensors, read_finished, stable_hash, write_json, write_npz
 from .zeroshot import versions
 
@@ -484,6 +485,7 @@ class GridRunner:
         if g is not None:
             rec["gate"] = g
         rec["versions"] = versions()
+        rec["settings"] = run_settings(self.cfg, self.model_id, __version__)  # the report never pools unlike ones
         if "skipped_images" in self.data.extra:  # hostile or broken files left out of an image folder
             rec["skipped_images"] = self.data.extra["skipped_images"]
         path, config_key = self.record_key(aname, eps, attack, dname, defense, threat, adaptive)

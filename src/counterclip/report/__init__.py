@@ -40,6 +40,11 @@ def _header(run_dir: Path, records: list[Record]) -> list[str]:
              f"Run directory `{run_dir}`: {len(records)} result records; model(s) {', '.join(models)}; "
              f"datasets {', '.join(datasets)}" + (f"; seed(s) {', '.join(seeds)}" if seeds else "")
              + (f"; {time_s:.1f} s of evaluation" if time_s else "") + ".", ""]
+    configs = sorted({r.config_label for r in records if r.config_label})
+    if configs:
+        lines += [f"**These records come from {len(configs)} different configurations** (run settings differ): "
+                  + "; ".join(f"`{c}`" for c in configs) + ". No table pools them: each configuration is labelled "
+                  "after the model name and gets its own tables, rows and worst cases.", ""]
     return lines
 
 

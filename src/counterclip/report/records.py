@@ -71,10 +71,12 @@ class Record:
     attack_label: str = ""         # attack name, or the adaptive attack's name for adaptive records
     _sidecar: object = field(default=None, repr=False)
     sidecar_problem: str | None = None
+    config_label: str = ""         # the run settings that set this record apart, when a folder mixes several
 
     @property
     def model_label(self) -> str:
-        return self.model if not self.pretrained else f"{self.model} ({self.pretrained})"
+        label = self.model if not self.pretrained else f"{self.model} ({self.pretrained})"
+        return f"{label} [{self.config_label}]" if self.config_label else label
 
     @property
     def attacked(self) -> bool:
@@ -191,6 +193,31 @@ def _load_sidecar(rec: Record):
     return Sidecar(**arrays)
 
 
+def _short(value) -> str:
+    text = json.dumps(value, sort_keys=True, default=str) if not isinstance(value, str) else value
+    if len(text) <= 24:
+        return text
+    import hashlib
+
+    return "#" + hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def _assign_config_labels(records: list[Record]) -> list[str]:
+    """Where records were made with different run settings (seed, steps, prompts, precision, weights, package
+    version, ...), label each with its differing values; model_label carries the label, so every table,
+    worst case and figure keeps the configurations apart. Returns the differing setting names."""
+    settings = [r.raw.get("settings") if isinstance(r.raw.get("settings"), dict) else None for r in records]
+    if len({json.dumps(s, sort_keys=True, default=str) for s in settings}) <= 1:
+        return []
+    keys = sorted({k for s in settings if s for k in s})
+    differing = [k for k in keys if len({json.dumps((s or {}).get(k, "?"), sort_keys=True, default=str)
+                                         for s in settings}) > 1]
+    for r, s in zip(records, settings):
+        r.config_label = ("settings unrecorded" if s is None else
+                          ", ".join(f"{k}={_short(s.get(k, '?'))}" for k in differing))
+    return differing
+
+
 def _assign_labels(records: list[Record]) -> None:
     """Defense label: the name, plus the differing params where one name runs with several settings."""
     by_name: dict[str, list[Record]] = {}
@@ -261,6 +288,7 @@ def load_records(run_dir, skip_under=(), problems: list | None = None) -> list[R
         records.append(rec)
     if not records:
         raise CounterclipError(f"report: no result records (JSON files with \"metrics\") found under {run_dir}")
+    _assign_config_labels(records)
     _assign_labels(records)
     return records
 
