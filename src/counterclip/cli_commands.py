@@ -25,7 +25,7 @@ def register(sub, add_model_args, add_data_args) -> None:
                         "code forms them; --preset paper's default)")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="paper: the paper's full protocol; tiny: the embedded model with larger budgets")
-    p.add_argument("--attack", default=None, help="comma list of none,pgd,cw,apgd-ce,apgd-dlr,apgd-t,square,autoattack,aa-paper (default none)")
+    p.add_argument("--attack", default=None, help="comma list of none,pgd,cw,apgd-ce,apgd-dlr,apgd-t,fab-t,fab,square,autoattack,aa-paper (default none)")
     p.add_argument("--eps", default=None, help="comma list of budgets, e.g. 1/255,4/255")
     p.add_argument("--steps", type=int, default=None, help="attack steps (default 10)")
     p.add_argument("--step-size", default=None,

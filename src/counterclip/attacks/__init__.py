@@ -7,9 +7,9 @@ from .base import Attack, cw_margin_loss, dlr_loss
 from .pgd import CW, PGD, auto_step_size
 
 __all__ = ["Attack", "PGD", "CW", "APGD", "build_attack", "ATTACKS", "cw_margin_loss", "dlr_loss",
-           "auto_step_size", "EOTPGD", "TauAwarePGD", "build_adaptive", "APGDT", "Square", "AutoAttack"]
+           "auto_step_size", "EOTPGD", "TauAwarePGD", "build_adaptive", "APGDT", "FAB", "Square", "AutoAttack"]
 
-ATTACKS = ("pgd", "cw", "apgd-ce", "apgd-dlr", "apgd-t", "square", "autoattack", "aa-paper")
+ATTACKS = ("pgd", "cw", "apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "fab", "square", "autoattack", "aa-paper")
 
 
 def __getattr__(name):
@@ -17,6 +17,10 @@ def __getattr__(name):
         from . import apgd
 
         return getattr(apgd, name)
+    if name == "FAB":
+        from .fab import FAB
+
+        return FAB
     if name == "Square":
         from .square import Square
 
@@ -34,7 +38,7 @@ def __getattr__(name):
 
 def build_attack(name: str, eps, steps: int = 10, step_size=1 / 255, norm: str = "linf", generator=None,
                  queries: int = 5000, aa_version: str = "standard", aa_steps: int = 100, **kw) -> Attack:
-    """An attack by its CLI word: pgd, cw, apgd-ce, apgd-dlr, apgd-t, square (``queries``), autoattack
+    """An attack by its CLI word: pgd, cw, apgd-ce, apgd-dlr, apgd-t, fab-t, fab, square (``queries``), autoattack
     (``aa_version``, ``aa_steps`` iterations for its APGD/FAB parts, ``queries`` for its Square), aa-paper
     (= autoattack version "paper")."""
     key = name.lower()
@@ -42,6 +46,10 @@ def build_attack(name: str, eps, steps: int = 10, step_size=1 / 255, norm: str =
         from .apgd import APGDT
 
         return APGDT(eps, steps=steps, norm=norm, generator=generator, **kw)
+    if key in ("fab-t", "fab"):
+        from .fab import FAB
+
+        return FAB(eps, steps=steps, targeted=key == "fab-t", norm=norm, generator=generator, **kw)
     if key == "square":
         from .square import Square
 

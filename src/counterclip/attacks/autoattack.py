@@ -34,18 +34,16 @@ every draw is seeded per sample), and it returns the clean image for samples it 
 
 from __future__ import annotations
 
-import importlib.util
-
 import torch
 
 from .. import rng
 from ..errors import UnknownNameError
 from .apgd import APGD, APGDT
 from .base import Attack
+from .fab import FAB
 from .square import Square
 
 VERSIONS = ("standard", "plus", "rand", "paper")
-_HAVE_FAB = importlib.util.find_spec(__package__ + ".fab") is not None
 MIN_CLASSES = {"apgd-dlr": 3, "apgd-t": 4, "fab-t": 2, "fab": 2}
 WHITE_BOX = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t")
 
@@ -87,16 +85,12 @@ class AutoAttack(Attack):
         if key == "square":
             return Square(eps, queries=self.queries, **kw)
         if key in ("fab", "fab-t"):
-            from .fab import FAB
-
             return FAB(eps, steps=n, targeted=key == "fab-t", restarts=1 if key == "fab-t" else restarts,
                        n_target_classes=self.n_target_classes, **kw)
         raise UnknownNameError("AutoAttack component", key, tuple(MIN_CLASSES))
 
     def component_names(self, num_classes=None) -> list[str]:
         names = list(version_components(self.version))
-        if not _HAVE_FAB:
-            names = [k for k in names if k not in ("fab", "fab-t")]
         if num_classes is not None:
             names = [k for k in names if int(num_classes) >= MIN_CLASSES.get(k, 2)]
         return names
