@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import DEFAULT_OUTPUT, environment, interleaved, median, now, speedup, write_section  # noqa: E402
+from harness import DEFAULT_OUTPUT, environment, interleaved, main_for, median, now, speedup  # noqa: E402
 
 SECTION = "defense_throughput"
 ALL = ("ttc", "csr", "csr-full", "mac", "rtpt")
@@ -198,15 +198,7 @@ def render(args, out, argv) -> tuple[str, str]:
 
 
 def main(argv=None, classifier=None) -> dict:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse_args(argv)
-    out = run(args, classifier)
-    body, section = render(args, out, argv)
-    print(body)
-    if args.output != "-":
-        write_section(Path(args.output), SECTION, section)
-        print(f"\nwrote the {SECTION} section of {args.output}")
-    return out
+    return main_for(SECTION, parse_args, run, render, argv, classifier)
 
 
 if __name__ == "__main__":

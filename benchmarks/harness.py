@@ -117,3 +117,16 @@ def write_section(path: Path, name: str, section: str):
     else:
         text = text.rstrip("\n") + "\n\n" + section
     path.write_text(text)
+
+
+def main_for(section: str, parse_args, run, render, argv=None, classifier=None) -> dict:
+    """A benchmark's ``main``: parse, run, print, write its section of BENCHMARKS.md (``--output -``: none)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    out = run(args, classifier)
+    body, text = render(args, out, argv)
+    print(body)
+    if args.output != "-":
+        write_section(Path(args.output), section, text)
+        print(f"\nwrote the {section} section of {args.output}")
+    return out

@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import (DEFAULT_OUTPUT, environment, fmt_bytes as _fmt_bytes, interleaved,  # noqa: E402
+from harness import (DEFAULT_OUTPUT, environment, fmt_bytes as _fmt_bytes, interleaved, main_for,  # noqa: E402
                      median as _median, now, quiet_stderr as _quiet_stderr, sync as _sync)
 from harness import write_section as _write_section  # noqa: E402
 
@@ -347,15 +347,7 @@ def write_section(path: Path, section: str):
 
 
 def main(argv=None, classifier=None) -> dict:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse_args(argv)
-    out = run(args, classifier)
-    body, section = render(args, out, argv)
-    print(body)
-    if args.output != "-":
-        write_section(Path(args.output), section)
-        print(f"\nwrote the {SECTION} section of {args.output}")
-    return out
+    return main_for(SECTION, parse_args, run, render, argv, classifier)
 
 
 if __name__ == "__main__":

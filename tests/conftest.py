@@ -31,3 +31,15 @@ def batch(fmnist_test):
     ds = fmnist_test.dataset
     idx = torch.arange(0, 640, 10)
     return ds.x[idx].clone(), ds.y[idx].clone()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module (``pytestmark = pytest.mark.usefixtures("one_thread")``): second-order
+    graphs are thousands of tiny ops; with 2 threads on 2 cores shared with other jobs every op waits at a
+    barrier for a descheduled thread (measured: the same 2-step attack took 1.3 s on one thread, 0.8-18 s on
+    two)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -38,15 +38,7 @@ def in_ball_and_box(x_adv, x, eps=EPS):
     return (x_adv - x).abs().max() <= eps + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The full mode's second-order graphs are thousands of tiny ops; with 2 intra-op threads on 2 cores shared
-    with other jobs every op waits at a barrier for a descheduled thread (measured: the same 2-step attack took
-    1.3 s on one thread, 0.8-18 s on two)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -21,12 +21,7 @@ def gens(n, offset=0):
     return [torch.Generator().manual_seed(offset + i) for i in range(n)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def test_prompt_embeddings_path_equals_encode_text(tiny_model):
