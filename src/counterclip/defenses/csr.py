@@ -58,6 +58,11 @@ class CSR(CalibratedGate, Defense):
     differentiable_modes = ("full", "bpda")
     gate_purifies = "below"  # cos(f(x), f(x_low)) < gate_thres -> rectified
     gate_label = "cos(f(x), f(x_low))"
+    gradient_choices = {
+        "full": "through the low-pass anchors (clamp straight-through) and the unrolled rectification, second order; "
+                "sign -> tanh surrogate (sign_st), eps-ball/[0,1] clipping straight-through; the cosine gate and the "
+                "best-iterate choice constant (BPDA)",
+        "bpda": "the rectification is identity on the backward pass (gradient of the undefended classifier)"}
 
     def __init__(self, variant: str = "fast", eps=4 / 255, step_size=2 / 255, lam: float = 1.0, gate_thres=0.85,
                  radius: float | None = None, gate_quantile: float = 0.1):

@@ -107,6 +107,13 @@ class MAC(CalibratedGate, Defense):
     gate_purifies = "above"  # corruption degree > gate_thres -> counterattacked
     gate_label = "corruption degree (max over views)"
     n_views = 2
+    gradient_choices = {
+        "full": "through the differentiable augmentation (affine grid, jitter, blur, noise), the anchors and every "
+                "view's unrolled counterattack, second order; sign -> tanh surrogate (sign_st), clipping "
+                "straight-through; the sigmoid gate weight constant (BPDA: at temperature 0.01 its gradient "
+                "vanishes); EOT over views, augmentations and delta0",
+        "bpda": "the counterattack is identity on the backward pass; views, augmentation and averaging keep their "
+                "gradient; EOT over views, augmentations and delta0"}
 
     def __init__(self, eps=8 / 255, steps: int = 4, step_size=2 / 255, gate_thres=PAPER_THRESHOLD,
                  temperature: float = 0.01, gate_quantile: float = 0.1):

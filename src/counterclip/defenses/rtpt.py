@@ -95,6 +95,12 @@ class RTPT(Defense):
     randomized = True
     dynamic = True
     differentiable_modes = ("full", "bpda")
+    gradient_choices = {
+        "full": "through the views (crops, flips; AugMix straight-through), the image features, the prompt step "
+                "(second order through the text tower's context only; AdamW's first step = lr*sign(g) -> tanh "
+                "surrogate) and the reliability ensemble; confident-view and top-k choices constant; EOT over views",
+        "bpda": "the tuned context is a constant (prompt step not differentiated); views (AugMix straight-through), "
+                "features and the ensemble keep their gradient; EOT over views"}
 
     def __init__(self, views: int = 64, init: str = "a photo of a", lr: float = 5e-3, steps: int = 1,
                  top: float = 0.1, neighbours: int = 20, temperature: float = 0.01, weight_decay: float = 0.01,

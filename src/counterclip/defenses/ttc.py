@@ -66,6 +66,10 @@ class TTC(Defense):
     randomized = True
     dynamic = True
     differentiable_modes = ("full", "bpda")
+    gradient_choices = {
+        "full": "through the counterattack, second order; sign -> tanh surrogate (sign_st), clipping "
+                "straight-through, the tau gate a constant mask; EOT over delta0",
+        "bpda": "the counterattack is identity on the backward pass; EOT over delta0"}
 
     def __init__(self, eps=4 / 255, steps: int = 2, step_size=1 / 255, tau_thres=0.2, beta: float = 2.0,
                  norm: str = "linf", tau_encoder=None, tau_quantile: float = 0.1, precision: str = "fp32"):
@@ -137,6 +141,7 @@ class TTC(Defense):
     # -- the gate, as attacks read it (Defense's self-description) -------------------------------------------
     gate_purifies = "below"  # tau < tau_thres -> counterattacked
     gate_name = "tau"  # its gate-aware attack is recorded as "tau-aware"
+    gate_label = "tau"
 
     @property
     def gate_threshold(self):

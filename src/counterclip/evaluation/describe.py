@@ -104,9 +104,25 @@ def gate_summary(defense, clean_pass, adv_pass) -> dict | None:
     thr = gate_threshold(defense)
     if thr is None:
         return None
-    out = {"score": getattr(defense, "gate_name", "gate"), "threshold": thr, "purifies": defense.gate_purifies}
+    out = {"score": getattr(defense, "gate_label", None) or getattr(defense, "gate_name", "gate"), "threshold": thr, "purifies": defense.gate_purifies}
     if clean_pass is not None and clean_pass.numel():
         out["clean_passes_frac"] = float(clean_pass.float().mean())
     if adv_pass is not None and adv_pass.numel():
         out["adv_passes_frac"] = float(adv_pass.float().mean())
     return out
+
+
+def gradient_choice(defense, attack) -> str:
+    """How an adaptive attack's gradient goes through ``defense`` (the straight-through / BPDA / EOT choices the
+    defense documents), for its record."""
+    if getattr(attack, "name", "") in ("gate-aware", "tau-aware"):
+        return (f"gate hinge on the defense's own gate score ({getattr(defense, 'gate_label', None) or 'gate_terms'}"
+                f", purified {defense.gate_purifies} the threshold), differentiated directly; lambdas swept per "
+                "image, best kept; EOT over the defense's randomness")
+    mode = getattr(attack, "mode", "full")
+    own = getattr(defense, "gradient_choices", {}) or {}
+    if mode in own:
+        return own[mode]
+    if mode in differentiable_modes(defense):
+        return f"the defense's {mode!r} mode (see its differentiable() docstring)"
+    return "generic BPDA: the whole defense is identity on the backward pass"

@@ -30,6 +30,7 @@ from .clip_benchmark import add_benchmark_fields
 from . import composite
 from .config import EvalConfig
 from .describe import adaptive_attacks_for, cost_summary, gate_pass, gate_summary, run_counted
+from .describe import gradient_choice
 from .describe import wanted as adaptive_wanted
 from .quantize import serialise
 from .distributed import Dist
@@ -463,6 +464,7 @@ class GridRunner:
         add_benchmark_fields(rec)  # CLIP_benchmark's pretrained (a string), task, language, metrics.acc1
         if adaptive is not None:
             rec["adaptive_attack"] = adaptive.config()
+            rec["adaptive_attack"]["gradient"] = gradient_choice(defense, adaptive)
         sidecar_extra = {}
         if correct_draws is not None:
             rec["metrics"].update(composite.draws_metrics(correct_draws))
