@@ -83,22 +83,19 @@ class Defense:
         return f"{type(self).__name__}({', '.join(f'{k}={v}' for k, v in self.params().items())})"
 
 
+def own_modes(defense) -> tuple:
+    """The differentiable modes ``defense`` implements itself (a defense written before the attribute existed
+    that overrides ``differentiable`` is taken to have both)."""
+    modes = tuple(getattr(defense, "differentiable_modes", ()) or ())
+    if not modes and getattr(type(defense), "differentiable", Defense.differentiable) is not Defense.differentiable:
+        modes = MODES
+    return modes
+
+
 def supported_modes(defense) -> tuple:
     """The gradient modes available for ``defense``: its own, plus the generic ``"bpda"`` for every defense."""
-    own = tuple(getattr(defense, "differentiable_modes", ()) or ())
+    own = own_modes(defense)
     return own + (("bpda",) if "bpda" not in own else ())
-
-
-def gradient_kind(defense, mode: str) -> str:
-    """How the gradient of ``mode`` is obtained, for records: ``"full"``, ``"bpda"`` (the defense's own) or
-    ``"bpda-generic"`` (the whole defense as identity on the backward pass)."""
-    own = tuple(getattr(defense, "differentiable_modes", ()) or ())
-    if mode in own:
-        return mode
-    if mode == "bpda":
-        return "bpda-generic"
-    raise ValueError(f"{type(defense).__name__} has no differentiable mode {mode!r}; it supports: "
-                     f"{', '.join(supported_modes(defense))}")
 
 
 def straight_through(defense, classifier, x, generator=None) -> torch.Tensor:
@@ -216,7 +213,7 @@ class Defended(nn.Module):
         mode = self.gradient_mode
         if mode is None:
             return _NoInputGradient.apply(x, self.defense(self.classifier, x, gen), self._no_gradient_message())
-        if mode in tuple(getattr(self.defense, "differentiable_modes", ()) or ()):
+        if mode in own_modes(self.defense):
             return self.defense.differentiable(self.classifier, x, gen, mode=mode)
         return straight_through(self.defense, self.classifier, x, gen)
 

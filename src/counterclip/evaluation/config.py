@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from ..budgets import parse_eps
 
@@ -72,6 +72,10 @@ class EvalConfig:
     square_queries: int = 5000  # Square's query budget (alone and inside AutoAttack)
     eval_draws: int = 1  # draws of a randomised defense each final input is classified on
     attack_eps: dict | None = None  # attack -> the only budgets it runs at (the paper preset's aa-paper at 4/255)
+    defense_args: dict = field(default_factory=dict)  # name -> {key: value}, --defense-arg (plugins.py)
+    attack_args: dict = field(default_factory=dict)  # name -> {key: value}, --attack-arg
+    # counterclip.evaluate(...): Python objects by their grid name (defenses: instances; attacks: eps -> attack)
+    objects: dict = field(default_factory=dict, repr=False, compare=False)
 
     def validate(self) -> "EvalConfig":
         from ..attacks import ATTACKS
@@ -80,12 +84,24 @@ class EvalConfig:
 
         if self.precision not in PRECISIONS:
             raise UnknownNameError("precision", self.precision, PRECISIONS)
+        from ..plugins import check_attack_args, check_args, defense_class, is_plugin
+
         for a in self.attacks:
-            if a != "none" and a not in ATTACKS:
-                raise UnknownNameError("attack", a, ("none",) + ATTACKS)
+            if a != "none" and a not in ATTACKS and not is_plugin(a) and a not in self.objects:
+                raise UnknownNameError("attack", a, ("none",) + ATTACKS + ("pkg.module:ClassName",))
         for d in self.defenses:
-            if d not in DEFENSES:
-                raise UnknownNameError("defense", d, DEFENSES)
+            if d not in DEFENSES and not is_plugin(d) and d not in self.objects:
+                raise UnknownNameError("defense", d, list(DEFENSES) + ["pkg.module:ClassName"])
+        for d, args in self.defense_args.items():
+            if d not in self.defenses:
+                raise ValueError(f"--defense-arg for {d!r}, which is not among --defense {','.join(self.defenses)}")
+            if d not in self.objects:
+                check_args(defense_class(d), args, "defense", d)
+        for a, args in self.attack_args.items():
+            if a not in self.attacks:
+                raise ValueError(f"--attack-arg for {a!r}, which is not among --attack {','.join(self.attacks)}")
+            if a not in self.objects:
+                check_attack_args(a, args)
         if self.threat_model not in THREAT_MODELS:
             raise UnknownNameError("threat model", self.threat_model, THREAT_MODELS)
         for e in self.eps + [self.ttc_eps, self.ttc_step_size]:
@@ -128,4 +144,4 @@ class EvalConfig:
         return self
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(replace(self, objects={})).items() if k != "objects"}

@@ -6,7 +6,8 @@ apply follow from that:
 
 * ``eot-pgd`` (PGD through ``differentiable(mode="full")``, with EOT when randomised) when it has a "full" mode;
 * ``bpda-pgd`` when it has a "bpda" mode and is dynamic (for a defense that does not optimise per input, BPDA
-  and the full gradient are the same thing);
+  and the full gradient are the same thing), and for a defense with no differentiable mode at all (generic BPDA:
+  the whole defense is identity on the backward pass; its records say ``"gradient": "bpda-generic"``);
 * the gate-aware attack when it has a gate with a threshold (TTC names it ``tau-aware``, its records' name).
 """
 
@@ -17,14 +18,11 @@ import time
 import torch
 
 from ..cost import FIELDS, PassCounter
-from ..defenses.base import Defense, gate_passes, has_gate
+from ..defenses.base import gate_passes, has_gate, own_modes
 
 
 def differentiable_modes(defense) -> tuple:
-    modes = tuple(getattr(defense, "differentiable_modes", ()) or ())
-    if not modes and type(defense).differentiable is not Defense.differentiable:
-        modes = ("full", "bpda")  # a defense written before the attribute existed
-    return modes
+    return own_modes(defense)  # a defense written before the attribute existed may still override differentiable
 
 
 def gate_attack_name(defense) -> str:
@@ -48,7 +46,8 @@ def adaptive_attacks_for(defense) -> list[str]:
     out = []
     if "full" in modes:
         out.append("eot-pgd")
-    if "bpda" in modes and getattr(defense, "dynamic", False):
+    if ("bpda" in modes and getattr(defense, "dynamic", False)) or not modes:
+        # no gradient of its own: BPDA with the whole defense as identity (the record says "bpda-generic")
         out.append("bpda-pgd")
     if gate_threshold(defense) is not None:
         out.append(gate_attack_name(defense))

@@ -26,6 +26,7 @@ from ..budgets import eps_str, parse_eps
 from ..defenses import DEFENSES, TTC, build_defense
 from ..defenses._gate import CalibratedGate
 from ..rng import per_sample_generators
+from ..plugins import build_plugin_attack, build_plugin_defense, is_plugin
 from .clip_benchmark import add_benchmark_fields
 from . import composite
 from .config import EvalConfig
@@ -129,27 +130,38 @@ class GridRunner:
     def attack_for(self, name: str, eps: float):
         cfg = self.cfg
         step = auto_step_size(eps, cfg.steps) if cfg.step_size == "auto" else parse_eps(cfg.step_size)
-        return build_attack(name, eps, steps=cfg.steps, step_size=step, queries=cfg.square_queries,
-                            aa_version=cfg.aa_version, aa_steps=cfg.aa_steps)
+        args = cfg.attack_args.get(name, {})
+        if name in cfg.objects:  # counterclip.evaluate(...): a factory eps -> attack
+            return cfg.objects[name](eps)
+        if is_plugin(name):
+            return build_plugin_attack(name, eps, args, steps=cfg.steps, step_size=step)
+        return build_attack(name, eps, **{"steps": cfg.steps, "step_size": step, "queries": cfg.square_queries,
+                                          "aa_version": cfg.aa_version, "aa_steps": cfg.aa_steps, **args})
 
     def defense_for(self, name: str):
         cfg = self.cfg
+        args = cfg.defense_args.get(name, {})  # --defense-arg NAME.key=value, over the TTC alias flags
+        if name in cfg.objects:  # counterclip.evaluate(...): the instance itself
+            return cfg.objects[name]
+        if is_plugin(name):
+            return build_plugin_defense(name, args)
         if name in ("ttc", "rn"):
             kw = {"eps": cfg.ttc_eps, "precision": "fp16" if cfg.precision == "fp16-all" else cfg.precision}
             if name == "ttc":
                 kw.update(steps=cfg.ttc_steps, step_size=cfg.ttc_step_size, beta=cfg.beta,
                           tau_thres=cfg.tau_thres if cfg.tau_thres == "auto" else float(cfg.tau_thres),
                           tau_quantile=cfg.tau_quantile, tau_encoder=self.tau_encoder)
-            d = build_defense(name, **kw)
+            d = build_defense(name, **{**kw, **args})
             if name == "ttc" and d.auto:
                 self.calibrate(d)
             return d
         if isinstance(DEFENSES.get(name), type) and issubclass(DEFENSES[name], CalibratedGate):
             # a paper's gate threshold is tuned for its backbone: eval calibrates it on held-out clean images
-            d = build_defense(name, gate_thres="auto")
-            self.calibrate(d)
+            d = build_defense(name, **{"gate_thres": "auto", **args})
+            if d.auto:
+                self.calibrate(d)
             return d
-        return build_defense(name)
+        return build_defense(name, **args)
 
     @property
     def tau_encoder(self):
@@ -268,7 +280,8 @@ class GridRunner:
                 continue
             attack = self.attack_for(aname, eps)
             akey = {**self.base_key, "attack": attack.config()}
-            adv_dir = self.dstate / f"adv-{aname}-{eps_str(eps).replace('/', '-')}-{stable_hash(akey)}"
+            adv_tag = f"{path_name(aname)}-{eps_str(eps).replace('/', '-')}"
+            adv_dir = self.dstate / f"adv-{adv_tag}-{stable_hash(akey)}"
             wanted = [d for d in defenses if cfg.threat_model in ("oblivious", "both") or d == "none"]
             todo = []
             for d in wanted:
@@ -331,7 +344,7 @@ class GridRunner:
         key = {**self.base_key, "defense": dname, "params": defense.params(), "inputs": which}
         if self.cfg.eval_draws > 1:
             key["eval_draws"] = self.cfg.eval_draws
-        folder = self.dstate / f"def-{dname}-{stable_hash(key)}"
+        folder = self.dstate / f"def-{path_name(dname)}-{stable_hash(key)}"
 
         def compute(cs, ce):
             x, y, idx = self.batch(cs, ce)
@@ -372,7 +385,8 @@ class GridRunner:
         init = self.oblivious_adv.get(eps) if an in GATE_ATTACKS else None
         key = {**self.base_key, "adaptive": atk.config(), "defense": dname, "params": defense.params(),
                "x_init": init[0].name if init else None}
-        folder = self.dstate / f"adaptive-{an}-{dname}-{eps_str(eps).replace('/', '-')}-{stable_hash(key)}"
+        tag = f"{an}-{path_name(dname)}-{eps_str(eps).replace('/', '-')}"
+        folder = self.dstate / f"adaptive-{tag}-{stable_hash(key)}"
         if init is not None:  # its chunks may be gone (a deleted .state): loads them, or remakes them
             self.adv_cell(init[0], init[1])
 
@@ -423,7 +437,8 @@ class GridRunner:
         key = {**self.base_key, "attack": self.attack_record_cfg(aname, eps, attack), "defense": dname,
                "params": defense.params(), "threat_model": threat,
                "adaptive": adaptive.config() if adaptive is not None else None, "limit": self.cfg.limit}
-        stem = f"{aname}_{eps_str(eps).replace('/', '-')}_{dname}_{threat}_{stable_hash(key, 8)}"
+        stem = (f"{path_name(aname)}_{eps_str(eps).replace('/', '-')}_{path_name(dname)}_{threat}_"
+                f"{stable_hash(key, 8)}")
         return self.out / self.data.name / f"{stem}.json", stable_hash(key, 32)
 
     def finished(self, path: Path):
@@ -544,6 +559,11 @@ class GridRunner:
                      f"{r['threat_model']:<10} {m['clean_acc']:>7.4f} {m['robust_acc']:>7.4f}  {status}{draws}")
         self.log(f"{len(self.summary)} records in {self.out} ({seconds:.0f} s); "
                  f"`counterclip report {self.out}` builds the tables and figures")
+
+
+def path_name(name: str) -> str:
+    """A grid name as a file-name part: built-in words unchanged, ``pkg.mod:Class`` -> ``pkg.mod-Class``."""
+    return name.replace(":", "-").replace("/", "-")
 
 
 def weights_fingerprint(model: str, pretrained) -> str | None:

@@ -1,0 +1,228 @@
+"""Your own defense or attack in the grid, and one way to configure any of them.
+
+* ``--defense pkg.module:ClassName`` / ``--attack pkg.module:ClassName`` load a class from a module on the
+  Python path (or in the current directory). A defense subclasses ``counterclip.defenses.Defense``; an attack
+  is called ``attack(classifier, x, y, generator=None) -> x_adv`` and has ``.eps`` and ``.config()``
+  (subclassing ``counterclip.attacks.Attack`` gives both). See docs/extending.md.
+* ``--defense-arg NAME.key=value`` / ``--attack-arg NAME.key=value`` pass keyword arguments to a defense or
+  attack (built-in or yours), validated against its class's signature: an unknown key fails in one line that
+  lists the valid ones. ``NAME.`` may be left out when only one defense (attack) is listed. Values are Python
+  literals where they parse as one (``2``, ``0.5``, ``inf``, ``true``, ``(0, 1)``), else strings (``auto``,
+  ``4/255``).
+
+The records and cache keys of a plugin carry its import path and its arguments.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import math
+import os
+import sys
+
+from .errors import CounterclipError
+
+_WORDS = {"true": True, "false": False, "none": None, "null": None, "inf": math.inf, "+inf": math.inf,
+          "-inf": -math.inf}
+
+
+def is_plugin(name) -> bool:
+    """``pkg.module:ClassName``: a class to import, not a built-in word."""
+    return isinstance(name, str) and ":" in name and not name.startswith(("hf:", "hf-hub:", "local-dir:"))
+
+
+def load_class(spec: str, kind: str):
+    """The class named by ``pkg.module:ClassName`` (the current directory is tried when the module is not on
+    the Python path, as ``python -m`` would)."""
+    module_name, _, qualname = spec.partition(":")
+    if not module_name or not qualname:
+        raise CounterclipError(f"{kind} {spec!r}: expected pkg.module:ClassName")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name != module_name.split(".")[0] or os.getcwd() in sys.path:
+            raise CounterclipError(f"{kind} {spec!r}: cannot import {module_name} ({e})") from None
+        sys.path.insert(0, os.getcwd())
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as e2:
+            raise CounterclipError(f"{kind} {spec!r}: cannot import {module_name} ({e2}); put its folder on "
+                                   "PYTHONPATH") from None
+    except Exception as e:  # the user's module raised while importing: say where, in one line
+        raise CounterclipError(f"{kind} {spec!r}: importing {module_name} failed: {type(e).__name__}: {e}") from None
+    obj = module
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            raise CounterclipError(f"{kind} {spec!r}: {module_name} has no {qualname}")
+    if not inspect.isclass(obj):
+        raise CounterclipError(f"{kind} {spec!r}: {qualname} is not a class")
+    return obj
+
+
+def parse_value(text: str):
+    t = text.strip()
+    if t.lower() in _WORDS:
+        return _WORDS[t.lower()]
+    try:
+        return ast.literal_eval(t)
+    except (ValueError, SyntaxError):
+        return t
+
+
+def parse_assignments(items, names, kind: str) -> dict:
+    """``["ttc.tau_thres=auto", "k=v", ...]`` -> ``{name: {key: value}}`` for the listed ``names`` (the
+    defenses or attacks of the run). ``name.`` is optional when one name (besides ``none``) is listed."""
+    out: dict = {}
+    real = [n for n in names if n != "none"]
+    for item in items or ():
+        lhs, eq, value = str(item).partition("=")
+        if not eq or not lhs.strip():
+            raise CounterclipError(f"--{kind}-arg {item!r}: expected NAME.key=value (or key=value)")
+        lhs = lhs.strip()
+        target, key = None, lhs
+        for name in sorted(names, key=len, reverse=True):  # names may hold dots (pkg.mod:Cls)
+            if lhs.startswith(name + "."):
+                target, key = name, lhs[len(name) + 1:]
+                break
+        if target is None:
+            if "." in lhs:
+                raise CounterclipError(f"--{kind}-arg {item!r}: {lhs.rpartition('.')[0]!r} is not among the "
+                                       f"{kind}s of this run ({', '.join(real) or 'none'})")
+            if len(real) != 1:
+                raise CounterclipError(f"--{kind}-arg {item!r} is ambiguous with {len(real)} {kind}s listed "
+                                       f"({', '.join(real) or 'none'}): write NAME.{lhs}=..., NAME one of them")
+            target = real[0]
+        if not key.isidentifier():
+            raise CounterclipError(f"--{kind}-arg {item!r}: {key!r} is not a parameter name")
+        out.setdefault(target, {})[key] = parse_value(value)
+    return out
+
+
+def accepted_params(cls) -> tuple[list[str], bool]:
+    """Keyword parameters of ``cls(...)`` and whether it also takes ``**kwargs``."""
+    try:
+        sig = inspect.signature(cls)
+    except (TypeError, ValueError):
+        return [], True
+    names, var_kw = [], False
+    for p in sig.parameters.values():
+        if p.kind == p.VAR_KEYWORD:
+            var_kw = True
+        elif p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+            names.append(p.name)
+    return names, var_kw
+
+
+def check_args(cls, args: dict, kind: str, label: str, reserved=()) -> None:
+    names, var_kw = accepted_params(cls)
+    if var_kw:
+        return
+    valid = [n for n in names if n not in reserved]
+    for key in args:
+        if key not in valid:
+            raise CounterclipError(f"unknown argument {key!r} for {kind} {label} ({cls.__name__}); valid: "
+                                   f"{', '.join(valid) or '(none)'}")
+
+
+def _call(cls, kwargs, kind: str, label: str):
+    try:
+        return cls(**kwargs)
+    except CounterclipError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise CounterclipError(f"{kind} {label}: {e}") from None
+
+
+def import_path(obj) -> str:
+    cls = obj if inspect.isclass(obj) else type(obj)
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+# -- defenses ------------------------------------------------------------------------------------------------
+def defense_class(name: str):
+    from .defenses import DEFENSES, Defense
+
+    if is_plugin(name):
+        cls = load_class(name, "defense")
+        if not issubclass(cls, Defense):
+            raise CounterclipError(f"defense {name!r}: {cls.__name__} does not subclass counterclip.defenses."
+                                   "Defense (the protocol: predict(classifier, x, generator=None) -> logits)")
+        return cls
+    from .errors import UnknownNameError
+
+    key = name.lower()
+    if key not in DEFENSES:
+        raise UnknownNameError("defense", name, list(DEFENSES) + ["pkg.module:ClassName"])
+    return DEFENSES[key]
+
+
+def build_plugin_defense(spec: str, args: dict):
+    """An instance of a user's defense, tagged with its import path and arguments (records, cache keys)."""
+    cls = defense_class(spec)
+    check_args(cls, args, "defense", spec)
+    defense = _call(cls, dict(args), "defense", spec)
+    tag_plugin(defense, spec, args)
+    return defense
+
+
+def tag_plugin(obj, spec: str, args: dict) -> None:
+    """Make ``obj.params()`` carry the import path and the arguments, so that records and cache keys do."""
+    own = obj.params if hasattr(obj, "params") else (lambda: {})
+    info = {"import_path": spec, "args": dict(args)}
+
+    def params():
+        return {**(own() or {}), "plugin": info}
+
+    obj.params = params
+    obj.plugin = info
+
+
+# -- attacks -------------------------------------------------------------------------------------------------
+def _builtin_attack_class(name: str):
+    from .attacks import PGD
+
+    if name in ("pgd", "cw"):
+        return PGD
+    if name in ("apgd-ce", "apgd-dlr"):
+        from .attacks.apgd import APGD
+
+        return APGD
+    return None  # another built-in: its factory checks its own arguments
+
+
+def check_attack_args(name: str, args: dict) -> None:
+    if is_plugin(name):
+        cls = load_class(name, "attack")
+        check_args(cls, args, "attack", name, reserved=("eps",))
+        return
+    cls = _builtin_attack_class(name.lower())
+    if cls is not None:
+        reserved = ("eps", "generator", "dtype") + (("loss",) if name.lower() != "pgd" else ())
+        check_args(cls, args, "attack", name, reserved=reserved)
+
+
+def build_plugin_attack(spec: str, eps: float, args: dict, steps=None, step_size=None):
+    """A user's attack at budget ``eps``; the run's ``--steps`` / ``--step-size`` go to it when its signature
+    takes them and ``args`` does not set them."""
+    cls = load_class(spec, "attack")
+    check_args(cls, args, "attack", spec, reserved=("eps",))
+    names, var_kw = accepted_params(cls)
+    kw = dict(args)
+    if "steps" in names and "steps" not in kw and steps is not None:
+        kw["steps"] = steps
+    if "step_size" in names and "step_size" not in kw and step_size is not None:
+        kw["step_size"] = step_size
+    attack = _call(cls, {"eps": eps, **kw}, "attack", spec)
+    for need in ("eps", "config"):
+        if not hasattr(attack, need):
+            raise CounterclipError(f"attack {spec!r}: {cls.__name__} has no .{need} (subclass "
+                                   "counterclip.attacks.Attack, or give it .eps and .config())")
+    own = attack.config
+    info = {"import_path": spec, "args": dict(args)}
+    attack.config = lambda: {**(own() or {}), "name": spec, "plugin": info}
+    if not getattr(attack, "name", None) or attack.name == "attack":
+        attack.name = spec
+    return attack
