@@ -4,7 +4,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["load_model", "list_models", "ZeroShotClassifier", "ClipModel", "get_dataset", "parse_eps",
+__all__ = ["load_model", "list_models", "ZeroShotClassifier", "ClipModel", "get_dataset", "parse_eps", "evaluate",
            "__version__"]
 
 
@@ -21,6 +21,10 @@ def __getattr__(name):  # light import: `counterclip --help` need not import tor
         from .data import get_dataset
 
         return get_dataset
+    if name == "evaluate":
+        from .api import evaluate
+
+        return evaluate
     if name == "parse_eps":
         from .budgets import parse_eps
 

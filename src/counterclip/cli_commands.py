@@ -25,12 +25,22 @@ def register(sub, add_model_args, add_data_args) -> None:
                         "code forms them; --preset paper's default)")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="paper: the paper's full protocol; tiny: the embedded model with larger budgets")
-    p.add_argument("--attack", default=None, help="comma list of none,pgd,cw,apgd-ce,apgd-dlr,apgd-t,fab-t,fab,square,autoattack,aa-paper (default none)")
+    p.add_argument("--attack", default=None,
+                   help="comma list of none,pgd,cw,apgd-ce,apgd-dlr,apgd-t,fab-t,fab,square,autoattack,aa-paper or "
+                        "your own pkg.module:ClassName (default none)")
+    p.add_argument("--attack-arg", action="append", default=None, metavar="NAME.KEY=VALUE",
+                   help="a keyword argument of one attack (repeatable; NAME. optional with one attack), checked "
+                        "against its signature, e.g. apgd-ce.restarts=2 or square.queries=1000")
     p.add_argument("--eps", default=None, help="comma list of budgets, e.g. 1/255,4/255")
     p.add_argument("--steps", type=int, default=None, help="attack steps (default 10)")
     p.add_argument("--step-size", default=None,
                    help="attack step; 'auto' = max(1/255, 2.5*eps/steps), the paper's 1/255 at its budgets")
-    p.add_argument("--defense", default=None, help="comma list of none,rn,ttc,tte,anti-adversary,hedge")
+    p.add_argument("--defense", default=None, help="comma list of none,rn,ttc,tte,anti-adversary,hedge or your own "
+                                                    "pkg.module:ClassName (see docs/extending.md)")
+    p.add_argument("--defense-arg", action="append", default=None, metavar="NAME.KEY=VALUE",
+                   help="a keyword argument of one defense (repeatable; NAME. optional with one defense), checked "
+                        "against its signature, e.g. ttc.tau_thres=auto or my_defense:MyDefense.k=3; the TTC flags "
+                        "below are aliases of ttc.KEY")
     p.add_argument("--tau-thres", default="0.2", help="TTC's gate, or 'auto' (calibrated on held-out images)")
     p.add_argument("--tau-quantile", type=float, default=0.1, help="the quantile 'auto' uses")
     p.add_argument("--ttc-steps", type=int, default=2)
@@ -80,6 +90,7 @@ def eval_config(args):
     from .budgets import parse_list
     from .errors import CounterclipError
     from .evaluation.config import PRESETS, EvalConfig
+    from .plugins import parse_assignments
 
     preset = PRESETS.get(args.preset, {})
     given = lambda v, key, default: v if v is not None else preset.get(key, default)  # noqa: E731
@@ -87,14 +98,16 @@ def eval_config(args):
     if not datasets:
         raise CounterclipError("eval needs --dataset (comma list) or --preset")
     adaptive = parse_list(args.adaptive_attack) if args.adaptive_attack else None
+    attacks = parse_list(args.attack) if args.attack else preset.get("attacks", ["none"])
+    defenses = parse_list(args.defense) if args.defense else preset.get("defenses", ["none"])
     return EvalConfig(
         output=args.output, model=args.model or preset.get("model", "tiny-fmnist"),
         pretrained=args.pretrained if args.model or args.pretrained else preset.get("pretrained"), vision_checkpoint=args.vision_checkpoint, datasets=datasets,
         data_root=args.data_root, download=args.download, allow_partial=args.allow_partial,
-        attacks=parse_list(args.attack) if args.attack else preset.get("attacks", ["none"]),
+        attacks=attacks, attack_args=parse_assignments(args.attack_arg, attacks, "attack"),
         eps=parse_list(args.eps) if args.eps else preset.get("eps", ["1/255"]),
         steps=given(args.steps, "steps", 10), step_size=given(args.step_size, "step_size", "auto"),
-        defenses=parse_list(args.defense) if args.defense else preset.get("defenses", ["none"]),
+        defenses=defenses, defense_args=parse_assignments(args.defense_arg, defenses, "defense"),
         tau_thres=args.tau_thres, tau_quantile=args.tau_quantile, ttc_steps=args.ttc_steps, ttc_eps=args.ttc_eps,
         ttc_step_size=args.ttc_step_size, beta=args.beta, threat_model=args.threat_model,
         adaptive_attacks=adaptive, eot_samples=args.eot_samples, limit=args.limit, batch_size=args.batch_size,

@@ -170,7 +170,8 @@ def build_plugin_defense(spec: str, args: dict):
 
 def tag_plugin(obj, spec: str, args: dict) -> None:
     """Make ``obj.params()`` carry the import path and the arguments, so that records and cache keys do."""
-    own = obj.params if hasattr(obj, "params") else (lambda: {})
+    own = getattr(obj, "_own_params", None) or (obj.params if hasattr(obj, "params") else (lambda: {}))
+    obj._own_params = own
     info = {"import_path": spec, "args": dict(args)}
 
     def params():
@@ -216,12 +217,18 @@ def build_plugin_attack(spec: str, eps: float, args: dict, steps=None, step_size
     if "step_size" in names and "step_size" not in kw and step_size is not None:
         kw["step_size"] = step_size
     attack = _call(cls, {"eps": eps, **kw}, "attack", spec)
+    return tag_attack(attack, spec, args)
+
+
+def tag_attack(attack, spec: str, args: dict):
+    """Check the attack protocol and make ``attack.config()`` carry the import path and the arguments."""
     for need in ("eps", "config"):
         if not hasattr(attack, need):
-            raise CounterclipError(f"attack {spec!r}: {cls.__name__} has no .{need} (subclass "
+            raise CounterclipError(f"attack {spec!r}: {type(attack).__name__} has no .{need} (subclass "
                                    "counterclip.attacks.Attack, or give it .eps and .config())")
-    own = attack.config
-    info = {"import_path": spec, "args": dict(args)}
+    own = getattr(attack, "_own_config", None) or attack.config
+    attack._own_config = own
+    info = {"import_path": import_path(attack), "args": dict(args)}
     attack.config = lambda: {**(own() or {}), "name": spec, "plugin": info}
     if not getattr(attack, "name", None) or attack.name == "attack":
         attack.name = spec

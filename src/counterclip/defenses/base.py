@@ -153,7 +153,8 @@ class Defended(nn.Module):
     libraries check predictions that way. When a gradient can be asked for, ``differentiable`` decides:
 
     * ``"auto"`` (default): ``"bpda"``, the cheapest gradient that sees the defense (BPDA, Athalye et al. 2018).
-      For defenses whose purification is differentiable as it stands (RN, TTE, none) it is exact.
+      For defenses whose purification is differentiable as it stands (RN, TTE, none) it is exact. A defense
+      that implements only ``"full"`` gets its full gradient.
     * ``"bpda"``: ``defense.differentiable(..., mode="bpda")``; the purification is identity on the backward
       pass (one purification without a graph + one forward/backward of the classifier). A defense without
       modes of its own gets the generic version (the whole defense as identity).
@@ -189,7 +190,10 @@ class Defended(nn.Module):
         """The mode that answers a gradient request (None for the inference-only mode)."""
         if self.mode == "inference":
             return None
-        return "bpda" if self.mode == "auto" else self.mode
+        if self.mode != "auto":
+            return self.mode
+        own = own_modes(self.defense)  # the defense's own BPDA, else its own full gradient, else generic BPDA
+        return "full" if "full" in own and "bpda" not in own else "bpda"
 
     @property
     def classnames(self):

@@ -62,10 +62,13 @@ class GridRunner:
         self.device = self.dist.device
         self.out = Path(cfg.output)
         self.state = self.out / ".state"
-        self.model = load_model(cfg.model, cfg.pretrained, device=self.device, vision_checkpoint=cfg.vision_checkpoint)
+        given = cfg.objects.get("__model__")  # counterclip.evaluate(model=<ClipModel>)
+        self.model = given.to(self.device) if given is not None else load_model(
+            cfg.model, cfg.pretrained, device=self.device, vision_checkpoint=cfg.vision_checkpoint)
         self.model_id = {"model": cfg.model, "pretrained": cfg.pretrained,
                          "vision_checkpoint_sha256": file_sha256(cfg.vision_checkpoint) if cfg.vision_checkpoint
-                         else None, "weights_sha256": weights_fingerprint(cfg.model, cfg.pretrained),
+                         else None, "weights_sha256": weights_fingerprint(cfg.model, cfg.pretrained) if given is None
+                         else module_fingerprint(given),
                          "activation": self.model.activation}
         self._config_keys: dict[Path, str] = {}  # record path -> its full configuration key (record_path)
         self._fresh: set[Path] = set()  # cell folders (re)started in this run (--overwrite)
@@ -142,7 +145,10 @@ class GridRunner:
         cfg = self.cfg
         args = cfg.defense_args.get(name, {})  # --defense-arg NAME.key=value, over the TTC alias flags
         if name in cfg.objects:  # counterclip.evaluate(...): the instance itself
-            return cfg.objects[name]
+            d = cfg.objects[name]
+            if getattr(d, "auto", False) and hasattr(d, "calibrate"):  # an "auto" gate: calibrated as by name
+                self.calibrate(d)
+            return d
         if is_plugin(name):
             return build_plugin_defense(name, args)
         if name in ("ttc", "rn"):
@@ -559,6 +565,17 @@ class GridRunner:
                      f"{r['threat_model']:<10} {m['clean_acc']:>7.4f} {m['robust_acc']:>7.4f}  {status}{draws}")
         self.log(f"{len(self.summary)} records in {self.out} ({seconds:.0f} s); "
                  f"`counterclip report {self.out}` builds the tables and figures")
+
+
+def module_fingerprint(module) -> str:
+    """sha256 over a module's state dict (a model passed as an object has no weight files to hash)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for k, v in sorted(module.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def path_name(name: str) -> str:

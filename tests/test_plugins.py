@@ -1,0 +1,85 @@
+"""One way to configure any defense or attack: NAME.key=value arguments checked against the class signature,
+user classes by import path, their import path and arguments in records and cache keys."""
+
+import json
+import textwrap
+
+import pytest
+
+from counterclip.errors import CounterclipError
+from counterclip.evaluation.config import EvalConfig
+from counterclip.evaluation.grid import GridRunner
+from counterclip.plugins import parse_assignments, parse_value
+
+ATTACK_FILE = '''
+import torch
+import torch.nn.functional as F
+from counterclip.attacks import Attack
+
+
+class FGSM(Attack):
+    """One signed-gradient step of size eps (Goodfellow et al., 2015), optionally from a random start."""
+
+    name = "fgsm"
+
+    def __init__(self, eps, random_start: bool = False, generator=None):
+        super().__init__(eps, generator=generator)
+        self.random_start = random_start
+
+    def perturb(self, classifier, x, y, generator):
+        x0 = x.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(F.cross_entropy(classifier(x0), y), x0)
+        return x + self.eps * g.sign()
+
+    def config(self):
+        return {**super().config(), "random_start": self.random_start}
+'''
+
+
+def test_values_and_targets():
+    assert [parse_value(v) for v in ("2", "0.5", "inf", "true", "None", "(0, 1)", "auto", "4/255")] == \
+        [2, 0.5, float("inf"), True, None, (0, 1), "auto", "4/255"]
+    got = parse_assignments(["ttc.tau_thres=auto", "pkg.mod:Cls.k=3", "pkg.mod:Cls.name=a.b"], ["none", "ttc",
+                                                                                                "pkg.mod:Cls"],
+                            "defense")
+    assert got == {"ttc": {"tau_thres": "auto"}, "pkg.mod:Cls": {"k": 3, "name": "a.b"}}
+    assert parse_assignments(["steps=1"], ["none", "ttc"], "defense") == {"ttc": {"steps": 1}}
+    with pytest.raises(CounterclipError, match="ambiguous with 2 defenses listed"):
+        parse_assignments(["steps=1"], ["ttc", "rn"], "defense")
+    with pytest.raises(CounterclipError, match="'tte' is not among the defenses"):
+        parse_assignments(["tte.flip=false"], ["ttc"], "defense")
+
+
+def test_unknown_keys_fail_in_one_line_listing_the_valid_ones(tmp_path):
+    with pytest.raises(CounterclipError) as err:
+        EvalConfig(output=str(tmp_path), defenses=["ttc"], defense_args={"ttc": {"tau": 0.1}}).validate()
+    assert "valid: eps, steps, step_size, tau_thres" in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(CounterclipError, match="unknown argument 'queries' for attack pgd"):
+        EvalConfig(output=str(tmp_path), attacks=["pgd"], attack_args={"pgd": {"queries": 9}}).validate()
+    with pytest.raises(CounterclipError, match="cannot import no_such_module"):
+        EvalConfig(output=str(tmp_path), defenses=["no_such_module:X"], defense_args={"no_such_module:X": {}})\
+            .validate()
+    with pytest.raises(CounterclipError, match="does not subclass counterclip.defenses.Defense"):
+        EvalConfig(output=str(tmp_path), defenses=["json:JSONDecoder"],
+                   defense_args={"json:JSONDecoder": {}}).validate()
+
+
+def test_user_attack_and_defense_args_reach_the_grid_records_and_keys(tmp_path, monkeypatch):
+    (tmp_path / "my_attack.py").write_text(textwrap.dedent(ATTACK_FILE))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    base = dict(datasets=["fashion-mnist"], eps=["8/255"], limit=8, batch_size=8, probe_size=4, steps=2)
+    cfg = EvalConfig(output=str(tmp_path / "run"), attacks=["my_attack:FGSM"], defenses=["ttc"],
+                     attack_args={"my_attack:FGSM": {"random_start": True}},
+                     defense_args={"ttc": {"steps": 1, "tau_thres": "inf"}}, ttc_steps=2, **base)
+    GridRunner(cfg, log=lambda *a: None).run()
+    (rec,) = [json.loads(p.read_text()) for p in (tmp_path / "run/fashion-mnist").glob("*.json")]
+    assert rec["attack"]["name"] == "my_attack:FGSM" and rec["attack"]["random_start"] is True
+    assert rec["attack"]["plugin"] == {"import_path": "my_attack:FGSM", "args": {"random_start": True}}
+    assert rec["defense"]["params"]["steps"] == 1  # --defense-arg over the --ttc-steps alias
+    assert rec["defense"]["params"]["tau_thres"] == float("inf")
+    # another argument is another cache key: a new record beside the first
+    cfg2 = EvalConfig(output=str(tmp_path / "run"), attacks=["my_attack:FGSM"], defenses=["ttc"],
+                      attack_args={"my_attack:FGSM": {"random_start": False}},
+                      defense_args={"ttc": {"steps": 1, "tau_thres": "inf"}}, **base)
+    GridRunner(cfg2, log=lambda *a: None).run()
+    assert len(list((tmp_path / "run/fashion-mnist").glob("*.json"))) == 2
