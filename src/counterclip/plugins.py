@@ -182,16 +182,13 @@ def tag_plugin(obj, spec: str, args: dict) -> None:
 
 
 # -- attacks -------------------------------------------------------------------------------------------------
-def _builtin_attack_class(name: str):
-    from .attacks import PGD
-
-    if name in ("pgd", "cw"):
-        return PGD
-    if name in ("apgd-ce", "apgd-dlr"):
-        from .attacks.apgd import APGD
-
-        return APGD
-    return None  # another built-in: its factory checks its own arguments
+# CLI word -> (module under counterclip.attacks, class, keywords the word itself fixes)
+_BUILTIN_ATTACKS = {
+    "pgd": ("pgd", "PGD", ()), "cw": ("pgd", "PGD", ("loss",)), "apgd-ce": ("apgd", "APGD", ("loss",)),
+    "apgd-dlr": ("apgd", "APGD", ("loss",)), "apgd-t": ("apgd", "APGDT", ()), "fab": ("fab", "FAB", ("targeted",)),
+    "fab-t": ("fab", "FAB", ("targeted",)), "square": ("square", "Square", ()),
+    "autoattack": ("autoattack", "AutoAttack", ()), "aa-paper": ("autoattack", "AutoAttack", ("version",)),
+}
 
 
 def check_attack_args(name: str, args: dict) -> None:
@@ -199,10 +196,15 @@ def check_attack_args(name: str, args: dict) -> None:
         cls = load_class(name, "attack")
         check_args(cls, args, "attack", name, reserved=("eps",))
         return
-    cls = _builtin_attack_class(name.lower())
-    if cls is not None:
-        reserved = ("eps", "generator", "dtype") + (("loss",) if name.lower() != "pgd" else ())
-        check_args(cls, args, "attack", name, reserved=reserved)
+    entry = _BUILTIN_ATTACKS.get(name.lower())
+    if entry is None:
+        return  # a built-in added later: its factory checks its own arguments
+    module, cls_name, fixed = entry
+    try:
+        cls = getattr(importlib.import_module(f"counterclip.attacks.{module}"), cls_name)
+    except (ImportError, AttributeError):
+        return
+    check_args(cls, args, "attack", name, reserved=("eps", "generator", "dtype") + fixed)
 
 
 def build_plugin_attack(spec: str, eps: float, args: dict, steps=None, step_size=None):

@@ -7,7 +7,7 @@ apply follow from that:
 * ``eot-pgd`` (PGD through ``differentiable(mode="full")``, with EOT when randomised) when it has a "full" mode;
 * ``bpda-pgd`` when it has a "bpda" mode and is dynamic (for a defense that does not optimise per input, BPDA
   and the full gradient are the same thing), and for a defense with no differentiable mode at all (generic BPDA:
-  the whole defense is identity on the backward pass; its records say ``"gradient": "bpda-generic"``);
+  the whole defense is identity on the backward pass, as its records' ``gradient`` says);
 * the gate-aware attack when it has a gate with a threshold (TTC names it ``tau-aware``, its records' name).
 """
 
@@ -47,7 +47,7 @@ def adaptive_attacks_for(defense) -> list[str]:
     if "full" in modes:
         out.append("eot-pgd")
     if ("bpda" in modes and getattr(defense, "dynamic", False)) or not modes:
-        # no gradient of its own: BPDA with the whole defense as identity (the record says "bpda-generic")
+        # no gradient of its own: BPDA with the whole defense as identity (gradient_choice says so)
         out.append("bpda-pgd")
     if gate_threshold(defense) is not None:
         out.append(gate_attack_name(defense))
