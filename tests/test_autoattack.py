@@ -294,3 +294,28 @@ def test_autoattack_standard_full_budget_against_the_autoattack_source(classifie
     print(f"AutoAttack standard 4/255 on 64 images, robust: ours {64 - int(w_ours.sum())} (stages "
           f"{ours.last_stages}), AutoAttack source {64 - int(w_ref.sum())}; components alone, fooled: {alone}")
     assert abs(int(w_ours.sum()) - int(w_ref.sum())) <= 1
+
+
+def test_a_two_class_dataset_never_aborts_the_grid(tmp_path, fmnist_test):
+    """apgd-dlr / apgd-t alone are skipped with one line on a 2-class task; aa-paper runs APGD-CE only."""
+    from PIL import Image
+
+    from counterclip.evaluation.config import EvalConfig
+    from counterclip.evaluation.grid import GridRunner
+
+    root = tmp_path / "data"
+    for cls, label in (("trouser", 1), ("sneaker", 7)):
+        (root / cls).mkdir(parents=True)
+        picks = (fmnist_test.dataset.y == label).nonzero().flatten()[:3]
+        for i in picks.tolist():
+            img = (fmnist_test.dataset.x[i].permute(1, 2, 0).numpy() * 255).astype("uint8")
+            Image.fromarray(img.squeeze(-1) if img.shape[-1] == 1 else img).save(root / cls / f"{i}.png")
+    lines = []
+    cfg = EvalConfig(output=str(tmp_path / "out"), datasets=["imagefolder"], data_root=str(root),
+                     attacks=["apgd-dlr", "apgd-t", "aa-paper"], eps=["4/255"], defenses=["none"], steps=2,
+                     aa_steps=2, probe_size=2, batch_size=6)
+    GridRunner(cfg, log=lines.append).run()
+    assert any("apgd-dlr skipped" in line and "2" in line for line in lines)
+    recs = [json.loads(p.read_text()) for p in (tmp_path / "out" / "imagefolder").glob("*.json")]
+    assert [r["attack"]["name"] for r in recs] == ["aa-paper"]
+    assert recs[0]["autoattack"]["components"] == ["apgd-ce"] and recs[0]["autoattack"]["dropped"] == ["apgd-dlr"]
