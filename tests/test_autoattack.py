@@ -237,15 +237,6 @@ def test_paper_preset_runs_aa_paper_at_4_255_only():
 
 # ---- dev-only yardsticks ------------------------------------------------------------------------------------
 
-class _Logits(nn.Module):
-    def __init__(self, classifier):
-        super().__init__()
-        self.classifier = classifier
-
-    def forward(self, x):
-        return self.classifier(x)
-
-
 def _dev_full():
     if not os.environ.get("COUNTERCLIP_DEV_FULL"):
         pytest.skip("full-budget yardstick comparison: set COUNTERCLIP_DEV_FULL=1 (minutes on a CPU)")
@@ -256,10 +247,10 @@ def test_apgd_t_and_square_against_torchattacks(classifier, batch):
     torchattacks = pytest.importorskip("torchattacks")
     x, y = batch
     ours_t = wrong(classifier, APGDT(EPS, steps=20)(classifier, x, y, gens(range(64), "t")), y).sum()
-    ta_t = torchattacks.APGDT(_Logits(classifier), eps=EPS, steps=20, n_restarts=1, n_classes=10, seed=0)
+    ta_t = torchattacks.APGDT(classifier, eps=EPS, steps=20, n_restarts=1, n_classes=10, seed=0)
     theirs_t = wrong(classifier, ta_t(x, y), y).sum()
     ours_s = wrong(classifier, Square(EPS, queries=300)(classifier, x, y, gens(range(64), "s")), y).sum()
-    ta_s = torchattacks.Square(_Logits(classifier), eps=EPS, n_queries=300, resc_schedule=False, seed=0)
+    ta_s = torchattacks.Square(classifier, eps=EPS, n_queries=300, resc_schedule=False, seed=0)
     theirs_s = wrong(classifier, ta_s(x, y), y).sum()
     print(f"fooled of 64: APGD-T-20 ours {ours_t} torchattacks {theirs_t}; Square-300 ours {ours_s} "
           f"torchattacks {theirs_s}")
@@ -288,7 +279,7 @@ def test_autoattack_standard_full_budget_against_the_autoattack_source(classifie
         w = wrong(classifier, ours.build(n)(classifier, x, y, g()[n]), y)
         alone[n] = int(w.sum())
         assert not (w & ~w_ours).any(), n
-    ref = ref_pkg.AutoAttack(_Logits(classifier), norm="Linf", eps=EPS, version="standard", seed=0, device="cpu",
+    ref = ref_pkg.AutoAttack(classifier, norm="Linf", eps=EPS, version="standard", seed=0, device="cpu",
                              verbose=False)
     w_ref = wrong(classifier, ref.run_standard_evaluation(x, y, bs=64), y)
     print(f"AutoAttack standard 4/255 on 64 images, robust: ours {64 - int(w_ours.sum())} (stages "

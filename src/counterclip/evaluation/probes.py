@@ -64,7 +64,8 @@ class Probes:
                                    f"{half.steps} steps", f"{full.steps} steps (probe images)")
         return self.memo(("steps", aname, eps), run)
 
-    def grads(self, dname, defense, mode):
+    def _grad(self, dname, defense, mode):
+        """(input gradient of the CE loss, logits, what) on the probe images, for the attacked model."""
         def run():
             x = self.x.clone().requires_grad_(True)
             with torch.enable_grad():
@@ -72,20 +73,17 @@ class Probes:
                 logits = model(x, generator=self.gens("grad")) if mode else model(x)
                 (g,) = torch.autograd.grad(F.cross_entropy(logits.float(), self.y, reduction="sum"), x)
             what = "the undefended classifier" if mode is None else f"{dname} (differentiable mode {mode!r})"
-            return sanity.gradients(g, what)
+            return g, logits.detach(), what
         return self.memo(("grad", dname if mode else None, mode), run)
+
+    def grads(self, dname, defense, mode):
+        g, _, what = self._grad(dname, defense, mode)
+        return sanity.gradients(g, what)
 
     def model_flags(self, dname, defense, mode):
         """AutoAttack's checks on the attacked model: zero gradients, output range."""
-        def run():
-            x = self.x.clone().requires_grad_(True)
-            with torch.enable_grad():
-                model = self.r.clf if mode is None else Defended(defense, self.r.clf, differentiable=mode)
-                logits = model(x, generator=self.gens("grad")) if mode else model(x)
-                (g,) = torch.autograd.grad(F.cross_entropy(logits.float(), self.y, reduction="sum"), x)
-            what = "the undefended classifier" if mode is None else f"{dname} (differentiable mode {mode!r})"
-            return {"zero_gradients": sanity.zero_gradients(g, what), "output_range": sanity.output_range(logits)}
-        return self.memo(("flags", dname if mode else None, mode), run)
+        g, logits, what = self._grad(dname, defense, mode)
+        return {"zero_gradients": sanity.zero_gradients(g, what), "output_range": sanity.output_range(logits)}
 
     def defense_flags(self, dname, defense):
         """Randomised (two draws differ) and dynamic (gradients computed in the forward pass, or declared)."""
