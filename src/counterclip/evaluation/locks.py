@@ -16,7 +16,6 @@ unlocked: concurrent runs may then duplicate work, never corrupt it.
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import time
 import warnings
@@ -24,6 +23,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .signals import check_stop
+
+try:
+    import fcntl
+except ImportError:  # not POSIX (Windows): no locks, runs into one folder may duplicate work
+    fcntl = None
 
 _UNSUPPORTED = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
 _warned_unsupported: set = set()
@@ -36,7 +40,7 @@ class CellLock:
         self.path = Path(folder) / ".lock"
         self.fd = None
         self.held: set[int] = set()
-        self.supported = True
+        self.supported = fcntl is not None
 
     def _open(self) -> None:
         if self.fd is None:

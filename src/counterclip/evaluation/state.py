@@ -90,11 +90,26 @@ def _atomic(path: Path, data: bytes) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         tmp = None
+        _fsync_dir(path.parent)
     except OSError as e:
         raise storage_error(e, path, len(data)) from None
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (a power loss after it keeps the new name); best effort."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _owner(path: Path) -> str:
