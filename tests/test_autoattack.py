@@ -20,6 +20,7 @@ from counterclip.attacks.apgd import APGD, APGDT
 from counterclip.attacks.autoattack import AutoAttack
 from counterclip.attacks.fab import FAB, project_linf
 from counterclip.attacks.square import Square, p_selection
+from counterclip.defenses import Defense
 from counterclip.evaluation import sanity
 
 EPS = 4 / 255
@@ -310,3 +311,33 @@ def test_a_two_class_dataset_never_aborts_the_grid(tmp_path, fmnist_test):
     recs = [json.loads(p.read_text()) for p in (tmp_path / "out" / "imagefolder").glob("*.json")]
     assert [r["attack"]["name"] for r in recs] == ["aa-paper"]
     assert recs[0]["autoattack"]["components"] == ["apgd-ce"] and recs[0]["autoattack"]["dropped"] == ["apgd-dlr"]
+
+
+class QuantisingDefense(Defense):
+    """A gradient-masking 'defense': it rounds the input to 16 levels and offers that as its exact gradient
+    (round's derivative is 0: white-box attacks through it are blind)."""
+
+    name = "quantise"
+    differentiable_modes = ("full",)
+
+    def predict(self, classifier, x, generator=None):
+        return classifier(torch.round(x * 16) / 16)
+
+    def differentiable(self, classifier, x, generator=None, mode="full"):
+        return classifier(torch.round(x * 16) / 16)
+
+
+def test_grid_flags_black_box_beating_white_box_through_a_masked_defense(tmp_path):
+    """Done-when at the grid level: adaptive AutoAttack through the masked defense flags it in the record and in
+    the summary line; the honest undefended model's record does not."""
+    lines = []
+    recs = counterclip.evaluate(tmp_path, attacks=["autoattack"], eps=["8/255"],
+                                defenses=["none", QuantisingDefense()], threat_model="adaptive", limit=32,
+                                batch_size=32, probe_size=4, aa_steps=3, square_queries=250, log=lines.append)
+    by = {(r["defense"]["name"], r["threat_model"]): r for r in recs}
+    masked = next(r for (d, t), r in by.items() if t == "adaptive")
+    print("masked stages", masked["autoattack"]["robust_accuracy_dict"], "honest stages",
+          by[("none", "oblivious")]["autoattack"]["robust_accuracy_dict"])
+    assert masked["sanity"]["black_box_beats_white_box"]["passed"] is False
+    assert by[("none", "oblivious")]["sanity"]["black_box_beats_white_box"]["passed"] is True
+    assert any("FLAGGED" in line and "black_box_beats_white_box" in line for line in lines)
