@@ -83,3 +83,20 @@ def test_user_attack_and_defense_args_reach_the_grid_records_and_keys(tmp_path, 
                       defense_args={"ttc": {"steps": 1, "tau_thres": "inf"}}, **base)
     GridRunner(cfg2, log=lambda *a: None).run()
     assert len(list((tmp_path / "run/fashion-mnist").glob("*.json"))) == 2
+
+
+def test_eval_help_reads_like_a_form_and_parses_the_generic_arguments(tmp_path):
+    from counterclip.cli import build_parser
+    from counterclip.cli_commands import eval_config
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices["eval"]
+    titles = [g.title for g in sub._action_groups if g._group_actions]
+    assert titles[-6:] == ["model", "data", "attacks", "defenses", "threat model", "run"]
+    args = parser.parse_args(["eval", "--dataset", "imagenet1k", "--defense", "none,ttc", "--tau-thres", "0.3",
+                              "--defense-arg", "steps=1", "--defense-arg", "ttc.tau_thres=auto",
+                              "--attack", "square", "--attack-arg", "queries=50", "--output", str(tmp_path)])
+    cfg = eval_config(args)
+    assert cfg.defense_args == {"ttc": {"steps": 1, "tau_thres": "auto"}}  # over the --tau-thres alias
+    assert cfg.attack_args == {"square": {"queries": 50}}
+    cfg.validate()

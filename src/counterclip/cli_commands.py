@@ -10,67 +10,77 @@ def register(sub, add_model_args, add_data_args) -> None:
 
     p = sub.add_parser("eval", help="evaluate datasets x attacks x budgets x defenses (resumable, torchrun-ready)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_model_args(p)
-    p.add_argument("--dataset", default=None,
-                   help="comma list of registry keys (cifar10,imagenet,...) or webdataset mirrors (wds/cars, "
-                        "wds/vtab/cifar10, ...; see `counterclip datasets`)")
-    p.add_argument("--data-root", default=None)
-    p.add_argument("--download", action="store_true",
-                   help="fetch missing datasets: torchvision where its download works, else the dataset's "
-                        "CLIP_benchmark webdataset mirror (wds/<name>) into the Hugging Face cache")
-    p.add_argument("--allow-partial", action="store_true",
-                   help="evaluate a dataset whose sample count differs from the known one (the record says so)")
-    p.add_argument("--prompts", choices=["clip", "reference"], default=None,
-                   help="class names and templates: clip (curated, the default) or reference (as the reference TTC "
-                        "code forms them; --preset paper's default)")
-    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                   help="paper: the paper's full protocol; tiny: the embedded model with larger budgets")
-    p.add_argument("--attack", default=None,
-                   help="comma list of none,pgd,cw,apgd-ce,apgd-dlr,apgd-t,fab-t,fab,square,autoattack,aa-paper or "
-                        "your own pkg.module:ClassName (default none)")
-    p.add_argument("--attack-arg", action="append", default=None, metavar="NAME.KEY=VALUE",
-                   help="a keyword argument of one attack (repeatable; NAME. optional with one attack), checked "
-                        "against its signature, e.g. apgd-ce.restarts=2 or square.queries=1000")
-    p.add_argument("--eps", default=None, help="comma list of budgets, e.g. 1/255,4/255")
-    p.add_argument("--steps", type=int, default=None, help="attack steps (default 10)")
-    p.add_argument("--step-size", default=None,
-                   help="attack step; 'auto' = max(1/255, 2.5*eps/steps), the paper's 1/255 at its budgets")
-    p.add_argument("--defense", default=None, help="comma list of none,rn,ttc,tte,anti-adversary,hedge or your own "
-                                                    "pkg.module:ClassName (see docs/extending.md)")
-    p.add_argument("--defense-arg", action="append", default=None, metavar="NAME.KEY=VALUE",
-                   help="a keyword argument of one defense (repeatable; NAME. optional with one defense), checked "
-                        "against its signature, e.g. ttc.tau_thres=auto or my_defense:MyDefense.k=3; the TTC flags "
-                        "below are aliases of ttc.KEY")
-    p.add_argument("--tau-thres", default="0.2", help="TTC's gate, or 'auto' (calibrated on held-out images)")
-    p.add_argument("--tau-quantile", type=float, default=0.1, help="the quantile 'auto' uses")
-    p.add_argument("--ttc-steps", type=int, default=2)
-    p.add_argument("--ttc-eps", default="4/255")
-    p.add_argument("--ttc-step-size", default="1/255")
-    p.add_argument("--beta", type=float, default=2.0)
-    p.add_argument("--threat-model", choices=THREAT_MODELS, default="oblivious",
-                   help="oblivious (the paper's protocol), adaptive (attacks through each defense) or both")
-    p.add_argument("--adaptive-attack", default=None,
-                   help="comma list of eot-pgd,bpda-pgd,gate-aware (tau-aware: its name for TTC) (default: every one "
-                        "that applies, read from each defense's description)")
-    p.add_argument("--eot-samples", type=int, default=8, help="EOT draws per step for randomised defenses")
-    p.add_argument("--quantize", choices=["none", "round", "truncate"], default="none",
-                   help="serialise adversarial inputs to 8 bits before the defense (truncate: the R-TPT/CSR "
-                        "references' quirk), projected back into the eps-ball; default none")
-    p.add_argument("--aa-version", choices=["standard", "plus", "rand", "paper"], default="standard",
-                   help="the autoattack attack's version (paper = aa-paper: APGD-CE then APGD-DLR)")
-    p.add_argument("--aa-steps", type=int, default=100, help="iterations of AutoAttack's APGD/FAB parts")
-    p.add_argument("--square-queries", type=int, default=5000, help="Square's query budget (alone and in AutoAttack)")
-    p.add_argument("--eval-draws", type=int, default=1,
-                   help="classify each final input on R draws of a randomised defense (extra fields in records)")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16", "fp16-all"], default="fp32",
-                   help="bf16/fp16: the defense's passes only, attacks stay fp32; fp16-all: the reference code's "
-                        "mode, clean evaluation, attacks and defenses all under fp16 autocast (for comparison with "
-                        "it; exact only on a GPU)")
-    p.add_argument("--limit", type=int, default=None, help="evaluate N samples per dataset (picked with --seed)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--overwrite", action="store_true", help="recompute cells that are already finished")
-    p.add_argument("--output", required=True, help="directory for records (state lives in OUTPUT/.state)")
+    g_model = p.add_argument_group("model", "which CLIP and where it runs")
+    g_data = p.add_argument_group("data", "datasets, prompts and how many images")
+    g_attacks = p.add_argument_group("attacks",
+                                     "the oblivious attacks (made on the undefended model) and their budgets")
+    g_defenses = p.add_argument_group("defenses",
+                                      "test-time defenses and their settings (--defense-arg for any of them)")
+    g_threat = p.add_argument_group("threat model", "oblivious, adaptive (attacks through each defense) or both")
+    g_run = p.add_argument_group("run", "presets, batching, seeding, resume and output")
+    add_model_args(g_model)
+    d, a, f, t, r = g_data.add_argument, g_attacks.add_argument, g_defenses.add_argument, g_threat.add_argument, \
+        g_run.add_argument
+    d("--dataset", default=None,
+      help="comma list of registry keys (cifar10,imagenet,...), CLIP_benchmark ids (imagenet1k,pets,cars,...) or "
+           "webdataset mirrors (wds/cars, wds/vtab/cifar10, ...; see `counterclip datasets`)")
+    d("--data-root", default=None)
+    d("--download", action="store_true",
+      help="fetch missing datasets: torchvision where its download works, else the dataset's CLIP_benchmark "
+           "webdataset mirror (wds/<name>) into the Hugging Face cache")
+    d("--allow-partial", action="store_true",
+      help="evaluate a dataset whose sample count differs from the known one (the record says so)")
+    d("--prompts", choices=["clip", "reference"], default=None,
+      help="class names and templates: clip (curated, the default) or reference (as the reference TTC code forms "
+           "them; --preset paper's default)")
+    d("--limit", type=int, default=None, help="evaluate N samples per dataset (picked with --seed)")
+    a("--attack", default=None,
+      help="comma list of none,pgd,cw,apgd-ce,apgd-dlr,apgd-t,fab-t,fab,square,autoattack,aa-paper or your own "
+           "pkg.module:ClassName (default none)")
+    a("--attack-arg", action="append", default=None, metavar="NAME.KEY=VALUE",
+      help="a keyword argument of one attack (repeatable; NAME. optional with one attack), checked against its "
+           "signature, e.g. apgd-ce.restarts=2 or square.queries=1000")
+    a("--eps", default=None, help="comma list of budgets, e.g. 1/255,4/255")
+    a("--steps", type=int, default=None, help="attack steps (default 10)")
+    a("--step-size", default=None,
+      help="attack step; 'auto' = max(1/255, 2.5*eps/steps), the paper's 1/255 at its budgets")
+    a("--quantize", choices=["none", "round", "truncate"], default="none",
+      help="serialise adversarial inputs to 8 bits before the defense (truncate: the R-TPT/CSR references' "
+           "quirk), projected back into the eps-ball; default none")
+    a("--aa-version", choices=["standard", "plus", "rand", "paper"], default="standard",
+      help="the autoattack attack's version (paper = aa-paper: APGD-CE then APGD-DLR)")
+    a("--aa-steps", type=int, default=100, help="iterations of AutoAttack's APGD/FAB parts")
+    a("--square-queries", type=int, default=5000, help="Square's query budget (alone and in AutoAttack)")
+    f("--defense", default=None,
+      help="comma list of none,rn,ttc,tte,anti-adversary,hedge or your own pkg.module:ClassName (see "
+           "docs/extending.md)")
+    f("--defense-arg", action="append", default=None, metavar="NAME.KEY=VALUE",
+      help="a keyword argument of one defense (repeatable; NAME. optional with one defense), checked against its "
+           "signature, e.g. ttc.tau_thres=auto or my_defense:MyDefense.k=3; the TTC flags below are its aliases")
+    f("--tau-thres", default="0.2",
+      help="TTC's gate, or 'auto' (calibrated on held-out images); alias of ttc.tau_thres")
+    f("--tau-quantile", type=float, default=0.1, help="the quantile 'auto' uses; alias of ttc.tau_quantile")
+    f("--ttc-steps", type=int, default=2, help="alias of ttc.steps")
+    f("--ttc-eps", default="4/255", help="alias of ttc.eps")
+    f("--ttc-step-size", default="1/255", help="alias of ttc.step_size")
+    f("--beta", type=float, default=2.0, help="alias of ttc.beta")
+    f("--eval-draws", type=int, default=1,
+      help="classify each final input on R draws of a randomised defense (extra fields in records)")
+    f("--precision", choices=["fp32", "bf16", "fp16", "fp16-all"], default="fp32",
+      help="bf16/fp16: the defense's passes only, attacks stay fp32; fp16-all: the reference code's mode, clean "
+           "evaluation, attacks and defenses all under fp16 autocast (for comparison with it; exact only on a GPU)")
+    t("--threat-model", choices=THREAT_MODELS, default="oblivious",
+      help="oblivious (the paper's protocol), adaptive (attacks through each defense) or both")
+    t("--adaptive-attack", default=None,
+      help="comma list of eot-pgd,bpda-pgd,gate-aware (tau-aware: its name for TTC) (default: every one that "
+           "applies, read from each defense's description)")
+    t("--eot-samples", type=int, default=8, help="EOT draws per step for randomised defenses")
+    r("--preset", choices=sorted(PRESETS), default=None,
+      help="paper: the paper's full protocol; tiny: the embedded model with larger budgets")
+    r("--batch-size", type=int, default=64)
+    r("--seed", type=int, default=0)
+    r("--overwrite", action="store_true", help="recompute cells that are already finished")
+    r("--output", required=True, help="directory for records (state lives in OUTPUT/.state)")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("report", help="merge eval records into markdown/CSV tables and figures")
