@@ -25,8 +25,8 @@ MODES = ("full", "bpda")
 MODE_COSTS = {
     "bpda": "the purification is identity on the backward pass: one purification without a graph plus one "
             "forward+backward of the classifier per call, the cheapest",
-    "full": "differentiates through the purification (second order for gradient-based defenses): about "
-            "steps + 1 times BPDA's time and memory",
+    "full": "differentiates through the purification (second order for gradient-based defenses): for TTC's 2 "
+            "steps about twice BPDA's time",
 }
 
 
@@ -159,7 +159,7 @@ class Defended(nn.Module):
       pass (one purification without a graph + one forward/backward of the classifier). A defense without
       modes of its own gets the generic version (the whole defense as identity).
     * ``"full"`` or ``True``: through the purification with the gradient choices the defense documents (for
-      TTC: the unrolled counterattack, second order; about ``steps + 1`` times BPDA's time and memory).
+      TTC: the unrolled counterattack, second order; about twice BPDA's time with TTC's 2 steps).
     * ``False`` or ``"inference"``: the fast path only; asking it for an input gradient raises one line
       naming the modes that give one.
 
