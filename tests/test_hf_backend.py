@@ -43,27 +43,31 @@ def _write_tokenizer_files(folder):
     return vocab
 
 
-@pytest.fixture(scope="module")
-def hf_dir(tmp_path_factory):
-    src = tmp_path_factory.mktemp("tok_src")
+def _save_random_clip(tmp_path_factory, name, vision, text_layers=2):
+    """A random CLIPModel with ``vision`` settings and a real BPE tokenizer, saved as ``save_pretrained`` does."""
+    src = tmp_path_factory.mktemp(f"{name}_tok")
     vocab = _write_tokenizer_files(src)
     tokenizer = transformers.CLIPTokenizer(str(src / "vocab.json"), str(src / "merges.txt"))
     eos = vocab["<|endoftext|>"]
     cfg = transformers.CLIPConfig(
-        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=text_layers,
                          num_attention_heads=2, max_position_embeddings=32, bos_token_id=vocab["<|startoftext|>"],
                          eos_token_id=eos, pad_token_id=eos),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                           image_size=32, patch_size=8),
-        projection_dim=PROJ)
+        vision_config=dict(num_hidden_layers=2, num_attention_heads=2, **vision), projection_dim=PROJ)
     torch.manual_seed(0)
     model = transformers.CLIPModel(cfg)
     with torch.no_grad():
         model.logit_scale.fill_(math.log(LOGIT_SCALE))
-    out = tmp_path_factory.mktemp("hf_clip")
+    out = tmp_path_factory.mktemp(name)
     model.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
     return out
+
+
+@pytest.fixture(scope="module")
+def hf_dir(tmp_path_factory):
+    return _save_random_clip(tmp_path_factory, "hf_clip",
+                             dict(hidden_size=32, intermediate_size=64, image_size=32, patch_size=8))
 
 
 @pytest.fixture(scope="module")
@@ -128,22 +132,9 @@ def test_hf_rejects_pretrained(hf_dir):
 
 @pytest.fixture(scope="module")
 def hf_224_dir(tmp_path_factory):
-    """A random ViT/32-geometry CLIPModel (224 px, patch 32, narrow) with the tokenizer files."""
-    src = tmp_path_factory.mktemp("tok224")
-    vocab = _write_tokenizer_files(src)
-    eos = vocab["<|endoftext|>"]
-    cfg = transformers.CLIPConfig(
-        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=32, bos_token_id=vocab["<|startoftext|>"],
-                         eos_token_id=eos, pad_token_id=eos),
-        vision_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-                           image_size=224, patch_size=32),
-        projection_dim=PROJ)
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("hf_clip224")
-    transformers.CLIPModel(cfg).save_pretrained(str(out))
-    transformers.CLIPTokenizer(str(src / "vocab.json"), str(src / "merges.txt")).save_pretrained(str(out))
-    return out
+    """A random ViT/32-geometry CLIPModel (224 px, patch 32, narrow)."""
+    return _save_random_clip(tmp_path_factory, "hf_clip224",
+                             dict(hidden_size=64, intermediate_size=128, image_size=224, patch_size=32), text_layers=1)
 
 
 @pytest.mark.parametrize("resample", [3, 2])  # PIL bicubic (CLIP's), bilinear: the setting is honoured
