@@ -93,7 +93,7 @@ def pairs_for(name, clf, batches, args):
 
         def ours(i, st):
             with torch.no_grad():
-                return r.tune_and_predict(clf, r._features(clf, views[i]))
+                return r.tune_and_predict(clf, r._features(clf, views[i], chunk=256))
 
         def ref(i, st):
             return reference_rtpt_logits(r, clf, views[i])

@@ -84,3 +84,15 @@ def test_differentiable_modes(classifier, batch):
         assert g.abs().sum() > 0
     assert all(p.grad is None for p in classifier.parameters())
     assert adaptive_attacks_for(r) == ["eot-pgd", "bpda-pgd"]
+
+
+def test_prompts_cut_after_the_end_token_give_the_same_features(tiny_model, classifier):
+    from counterclip.defenses.rtpt import PromptContext
+
+    pc = PromptContext(tiny_model, classifier.classnames, "a photo of a")
+    assert pc.tokens["ids"].shape[1] < 32 and pc.n_ctx == 4
+    with torch.no_grad():
+        cut = torch.nn.functional.normalize(tiny_model.encode_text_embeddings(pc.embeds, pc.tokens), dim=-1)
+        full = torch.nn.functional.normalize(
+            tiny_model.encode_text([f"a photo of a {n}." for n in classifier.classnames]), dim=-1)
+    assert torch.allclose(cut, full, atol=1e-5)

@@ -187,8 +187,10 @@ class OpenClipText:
 
         tower = self._tower
         cast = tower.transformer.get_cast_dtype()
-        x = embeds.to(cast) + tower.positional_embedding.to(cast)
-        x = tower.transformer(x, attn_mask=tower.attn_mask)
+        n = embeds.shape[1]  # may be shorter than the context length (a causal prompt cut after its end token)
+        x = embeds.to(cast) + tower.positional_embedding[:n].to(cast)
+        mask = tower.attn_mask[:n, :n] if tower.attn_mask is not None else None
+        x = tower.transformer(x, attn_mask=mask)
         x = tower.ln_final(x)
         x = text_global_pool(x, tokens["ids"], getattr(tower, "text_pool_type", "argmax"),
                              eos_token_id=getattr(tower, "text_eos_id", None))
