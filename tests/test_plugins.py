@@ -100,3 +100,19 @@ def test_eval_help_reads_like_a_form_and_parses_the_generic_arguments(tmp_path):
     assert cfg.defense_args == {"ttc": {"steps": 1, "tau_thres": "auto"}}  # over the --tau-thres alias
     assert cfg.attack_args == {"square": {"queries": 50}}
     cfg.validate()
+
+
+def test_a_tagged_defense_pickles_and_its_copies_report_their_own_params():
+    import copy
+    import pickle
+
+    from counterclip.defenses import TTE
+    from counterclip.plugins import tag_plugin
+
+    d = TTE(crops=4)
+    tag_plugin(d, "counterclip.defenses.tte:TTE", {"crops": 4})
+    twin = copy.deepcopy(d)
+    twin.crops = 0
+    assert d.params()["crops"] == 4 and twin.params()["crops"] == 0
+    back = pickle.loads(pickle.dumps(d))
+    assert back.params() == d.params() and back.params()["plugin"]["import_path"] == "counterclip.defenses.tte:TTE"

@@ -16,6 +16,7 @@ The records and cache keys of a plugin carry its import path and its arguments.
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
 import inspect
 import math
@@ -169,16 +170,16 @@ def build_plugin_defense(spec: str, args: dict):
 
 
 def tag_plugin(obj, spec: str, args: dict) -> None:
-    """Make ``obj.params()`` carry the import path and the arguments, so that records and cache keys do."""
-    own = getattr(obj, "_own_params", None) or (obj.params if hasattr(obj, "params") else (lambda: {}))
-    obj._own_params = own
-    info = {"import_path": spec, "args": dict(args)}
+    """Make ``obj.params()`` carry the import path and the arguments, so that records and cache keys do. A
+    ``partial`` over the object, not a closure: the object still pickles, and a deep copy reports its own
+    params."""
+    obj.plugin = {"import_path": spec, "args": dict(args)}
+    obj.params = functools.partial(_tagged_params, obj)
 
-    def params():
-        return {**(own() or {}), "plugin": info}
 
-    obj.params = params
-    obj.plugin = info
+def _tagged_params(obj) -> dict:
+    own = type(obj).params(obj) if hasattr(type(obj), "params") else {}
+    return {**(own or {}), "plugin": obj.plugin}
 
 
 # -- attacks -------------------------------------------------------------------------------------------------
@@ -228,10 +229,14 @@ def tag_attack(attack, spec: str, args: dict):
         if not hasattr(attack, need):
             raise CounterclipError(f"attack {spec!r}: {type(attack).__name__} has no .{need} (subclass "
                                    "counterclip.attacks.Attack, or give it .eps and .config())")
-    own = getattr(attack, "_own_config", None) or attack.config
-    attack._own_config = own
-    info = {"import_path": import_path(attack), "args": dict(args)}
-    attack.config = lambda: {**(own() or {}), "name": spec, "plugin": info}
+    attack.plugin = {"import_path": import_path(attack), "args": dict(args)}
+    attack.plugin_name = spec
+    attack.config = functools.partial(_tagged_config, attack)
     if not getattr(attack, "name", None) or attack.name == "attack":
         attack.name = spec
     return attack
+
+
+def _tagged_config(attack) -> dict:
+    own = type(attack).config(attack) if hasattr(type(attack), "config") else {}
+    return {**(own or {}), "name": attack.plugin_name, "plugin": attack.plugin}
