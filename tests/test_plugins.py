@@ -116,3 +116,18 @@ def test_a_tagged_defense_pickles_and_its_copies_report_their_own_params():
     assert d.params()["crops"] == 4 and twin.params()["crops"] == 0
     back = pickle.loads(pickle.dumps(d))
     assert back.params() == d.params() and back.params()["plugin"]["import_path"] == "counterclip.defenses.tte:TTE"
+
+
+def test_a_module_in_the_current_folder_loads_without_pythonpath(tmp_path, monkeypatch):
+    """The console script does not put the current folder on sys.path (``python -m`` does): the loader tries it."""
+    import sys
+
+    from counterclip.plugins import load_class
+
+    (tmp_path / "folder_defense.py").write_text("from counterclip.defenses import Defense\n\n\n"
+                                                "class Here(Defense):\n    pass\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".", str(tmp_path))])
+    assert load_class("folder_defense:Here", "defense").__name__ == "Here"
+    with pytest.raises(CounterclipError, match="has no Nope"):
+        load_class("folder_defense:Nope", "defense")
