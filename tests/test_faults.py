@@ -303,15 +303,20 @@ def test_cuda_without_cuda_fails_in_one_line(tmp_path, capsys):
 
 # -- 3. preemption, 4. concurrent writers ----------------------------------------------------------------------
 
-def test_sigint_stops_between_two_attack_steps_and_the_rerun_resumes(reference, tmp_path):
-    """A real SIGINT, sent from inside PGD's step loop (the 2nd step of the 2nd chunk): the run stops at the
-    next encoder pass, keeps the finished chunk, and a re-run gives the undisturbed numbers."""
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_a_signal_stops_between_two_attack_steps_and_the_rerun_resumes(reference, tmp_path, monkeypatch, capsys,
+                                                                       signame):
+    """A real signal, sent from inside PGD's step loop (the 2nd step of the 2nd chunk): the run stops at the
+    next encoder pass, keeps the finished chunk, exits 128 + signum with the resume hint (SIGTERM through the
+    CLI), and a re-run gives the undisturbed numbers."""
     import os
     import signal
 
     from counterclip.attacks.pgd import PGD
+    from counterclip.cli import main
     from counterclip.evaluation.signals import Preempted
 
+    signum = getattr(signal, signame)
     out = tmp_path / "run"
     calls = {"perturb": 0, "after_signal": 0, "signalled": False}
     orig = PGD.perturb
@@ -324,26 +329,27 @@ def test_sigint_stops_between_two_attack_steps_and_the_rerun_resumes(reference, 
                 calls["after_signal"] += 1
             elif calls["perturb"] == 2 and counted.n == 1:
                 calls["signalled"] = True
-                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), signum)
             counted.n += 1
             return classifier(inp)
 
         counted.n = 0
-        for name in ("encode_image", "logits_from_embeddings", "num_classes"):
-            if hasattr(classifier, name):
-                setattr(counted, name, getattr(classifier, name))
         return orig(self, counted, x, y, generator)
 
-    PGD.perturb = perturb
-    try:
+    monkeypatch.setattr(PGD, "perturb", perturb)
+    before = signal.getsignal(signum)
+    if signame == "SIGINT":
         with pytest.raises(Preempted) as exc:
             run(out)
-    finally:
-        PGD.perturb = orig
-    assert exc.value.exit_code == 130 and calls["signalled"]
+        assert exc.value.exit_code == 130
+    else:
+        assert main([*CLI, "--output", str(out)]) == 143
+        assert "stopped by SIGTERM; finished work is saved: re-run the same command to resume" in capsys.readouterr().err
+    assert signal.getsignal(signum) is before and calls["signalled"]  # the run's handler is gone again
     assert calls["after_signal"] <= 1  # the call in flight; the next encoder pass raised
     assert len(chunks(out, "adv-")) == 1  # the finished chunk is kept, nothing half-written
     all_state_whole(out)
+    monkeypatch.undo()
     run(out)
     assert_same(reference[1], numbers(out))
 
