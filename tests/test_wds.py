@@ -128,16 +128,16 @@ def test_parent_folder_serves_several_mirrors_and_ignores_other_copies(mirror, t
     assert wds.repo_id("vtab/cifar10") == "clip-benchmark/wds_vtab-cifar10"  # CLIP_benchmark's dataset_cleaned
 
 
-def _registry_mirror(root: Path, key: str, n=6, reverse=False, drop_shard=False):
+def _registry_mirror(root: Path, key: str, n=6, reverse=False, drop_shard=False, names=None):
     """A mirror copy of a registry dataset's mirror under ROOT/wds_<name>, with the registry's raw class names
-    (optionally in reversed label order)."""
+    (optionally in reversed label order) or the given NAMES."""
     import webdataset
 
     from counterclip.data.paper import load_metadata
 
     m = routes.mirror_of(key)
     meta = load_metadata(key)
-    names = list(meta.get("raw_classes") or meta["classnames"])
+    names = list(names or meta.get("raw_classes") or meta["classnames"])
     if reverse:
         names = names[::-1]
     images, _ = _fmnist_images(n)
@@ -172,6 +172,40 @@ def test_registry_dataset_falls_back_to_its_mirror_with_counts_checked(tmp_path)
     assert rec["count_check"] == {"found": 6, "expected": 8041, "basis": "derived", "status": "partial (allowed)",
                                   "allow_partial": True}
     assert "split_note" not in rec  # the mirror's split is the paper's
+
+
+# The class names the real mirrors hold where they are neither ours nor the dataset's identifiers: CLIP_benchmark's
+# exporter writes vtab/pcam's from its en_classnames.json, vtab/flowers' from tensorflow_datasets' label names
+# (oxford_flowers102 _NAMES; these two are the only ones of its 102 that differ from ours beyond case and dashes).
+PCAM_MIRROR_NAMES = ["lymph node", "lymph node containing metastatic tumor tissue"]
+FLOWERS_TFDS_DIFFERENT = {59: "pink-yellow dahlia?", 92: "ball moss"}
+
+
+@pytest.mark.parametrize("key", ["pcam", "flowers102"])
+def test_mirrors_with_their_exporters_class_names_load_under_the_registry_key(tmp_path, key):
+    """`--dataset pcam --download` takes the VTAB mirror: its class names must map onto ours (they did not)."""
+    from counterclip.data.paper import load_metadata
+
+    ours = load_metadata(key)["classnames"]
+    if key == "pcam":
+        names = PCAM_MIRROR_NAMES
+        try:  # the yardstick, where installed: the names the exporter writes
+            import clip_benchmark
+
+            cb = json.loads((Path(clip_benchmark.__file__).parent / "datasets" / "en_classnames.json").read_text())
+            assert cb["pcam"] == names
+        except ImportError:
+            pass
+    else:
+        names = [FLOWERS_TFDS_DIFFERENT.get(i, c) for i, c in enumerate(ours)]
+    _registry_mirror(tmp_path, key, n=4, names=names[::-1])  # reversed: the mapping is by name, not position
+    with pytest.warns(UserWarning, match="allow-partial"):
+        data = get_dataset(key, data_root=tmp_path, image_size=28, allow_partial=True)
+    assert data.source.startswith("wds:") and data.classnames == ours
+    assert [y for _, y in (data.dataset[i] for i in range(4))] == [len(ours) - 1 - j % len(ours) for j in range(4)]
+    with pytest.warns(UserWarning):
+        ref = get_dataset(key, data_root=tmp_path, image_size=28, allow_partial=True, prompts="reference")
+    assert len(ref.classnames) == len(ours)
 
 
 def test_mirror_with_a_different_split_is_marked(tmp_path):

@@ -103,11 +103,13 @@ def relabel_to_registry(key: str, ds, mirror_classnames: list[str], prompts: str
     meta = load_metadata(key)
     canon = list(meta.get("raw_classes") or meta["classnames"])  # the clip set's label order
     lookup: dict[str, list[int]] = {}
-    for names in (meta.get("raw_classes") or [], meta["classnames"]):
-        for i, n in enumerate(names):
-            hits = lookup.setdefault(_norm(n), [])
-            if i not in hits:
-                hits.append(i)
+    # the mirror's own names where they are neither ours nor the identifiers (VTAB PCAM, VTAB Flowers: routes.json)
+    aliases = ((routes.mirror_of(key) or {}).get("class_aliases") or {}).items()
+    for i, n in [*enumerate(meta.get("raw_classes") or []), *enumerate(meta["classnames"]),
+                 *((int(i), n) for i, n in aliases)]:
+        hits = lookup.setdefault(_norm(n), [])
+        if i not in hits:
+            hits.append(i)
     seen: dict[str, int] = {}
     order = []
     for c in mirror_classnames:  # a name two classes share (ImageNet's two "crane"s) maps in order of appearance
