@@ -263,6 +263,23 @@ def test_a_missing_shard_fails_in_one_line_unless_allowed(tmp_path):
         get_dataset("wds/cars", data_root=folder, image_size=28, allow_partial=True)
 
 
+def test_an_undecodable_image_in_a_shard_is_named_in_one_line(tmp_path):
+    import webdataset
+
+    (tmp_path / "test").mkdir()
+    images, _ = _fmnist_images(2)
+    with webdataset.TarWriter(str(tmp_path / "test" / "0.tar")) as sink:
+        sink.write({"__key__": "good", "png": _encode(images[0], "png"), "cls": 0})
+        sink.write({"__key__": "bad", "webp": b"RIFF\x00\x00\x00\x00WEBPnot an image", "cls": 1})
+    (tmp_path / "test" / "nshards.txt").write_text("1\n")
+    (tmp_path / "classnames.txt").write_text("a\nb\n")
+    data = get_dataset("wds/damaged", data_root=tmp_path, image_size=28)
+    assert data.dataset[0][1] == 0
+    with pytest.raises(CounterclipError, match=r"0.tar: sample 'bad' \(webp, 24 bytes\) is not a decodable") as e:
+        data.dataset[1]
+    assert "\n" not in str(e.value)
+
+
 @pytest.mark.parametrize("how", ["HF_HUB_OFFLINE", "unreachable endpoint"])
 def test_download_without_network_or_cache_fails_fast_naming_the_repo(tmp_path, monkeypatch, capsys, how):
     from huggingface_hub import constants

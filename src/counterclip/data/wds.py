@@ -248,8 +248,13 @@ class WdsMirror(Dataset):
 
     def __getitem__(self, i):
         data, ext = self.raw(int(i))
-        image = self._decode(ext, data)
         s = self.samples[int(i)]
+        try:
+            image = self._decode(ext, data)
+        except Exception as e:  # PIL's own message names a BytesIO object, not the sample
+            raise CounterclipError(f"{self.shards[s.shard]}: sample {s.key!r} ({ext}, {s.size} bytes) is not a "
+                                   f"decodable image ({type(e).__name__}); a damaged copy: re-fetch that shard"
+                                   ) from None
         return (self.transform(image) if self.transform is not None else image), s.label
 
     def __getstate__(self):  # DataLoader workers: reopen files in each process
