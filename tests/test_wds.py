@@ -374,6 +374,39 @@ def test_datasets_command_shows_routes_and_local_copies(tmp_path, capsys):
     assert main(["datasets", "--data-root", str(tmp_path), "--json"]) == 0
     rows = {r["key"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows["stanford-cars"]["mirror"]["status"] == "copy" and rows["caltech256"]["mirror"] is None
+    # the list says which route --download takes where it is the mirror
+    assert rows["stanford-cars"]["mirror"]["fetched_by_download"] and rows["pcam"]["mirror"]["fetched_by_download"]
+    assert not rows["cifar10"]["mirror"]["fetched_by_download"]
+    assert main(["datasets", "--data-root", str(tmp_path)]) == 0
+    lines = {ln.split()[0]: ln for ln in capsys.readouterr().out.splitlines() if ln.strip()}
+    assert "wds/cars, which --download fetches (torchvision's download is broken)" in lines["stanford-cars"]
+    assert "which --download fetches" not in lines["cifar10"]
+    assert lines["pcam"].count("--download fetches") == 1 and "wds/vtab/pcam" in lines["pcam"]
+
+
+def test_download_of_a_split_the_mirror_lacks_stays_with_torchvision(tmp_path, monkeypatch):
+    """PCAM's --download takes the mirror for its test split; its train split (only torchvision has it) must
+    still be downloaded by torchvision, not silently not at all."""
+    from huggingface_hub import constants
+
+    from counterclip.data import sources
+    from counterclip.errors import DatasetNotFoundError
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    asked = []
+
+    def build(split, data_root, download, *args, **kwargs):
+        asked.append((split, download))
+        raise DatasetNotFoundError(f"no {split}")
+
+    for split in ("train", "val"):
+        with pytest.raises(DatasetNotFoundError):
+            sources.registry_dataset("pcam", build, split, tmp_path, True, 28, None, False)
+    with pytest.raises(CounterclipError, match="could not fetch the webdataset mirror clip-benchmark/wds_vtab-pcam"):
+        sources.registry_dataset("pcam", build, "test", tmp_path, True, 28, None, False)  # offline: no fetch
+    assert asked == [("train", True), ("val", True), ("test", False)]
 
 
 def test_a_cached_hub_copy_is_used_offline(mirror, tmp_path, monkeypatch):

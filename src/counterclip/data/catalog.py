@@ -21,7 +21,9 @@ def _fashion_mnist_status(root: Path) -> tuple[str, str]:
 
 def mirror_status(key: str, root) -> dict | None:
     """The dataset's CLIP_benchmark mirror (``routes.json``) and whether a copy is here: ``{"dataset", "repo",
-    "status": "copy" | "cached" | "absent", "where"}``; None when it has no mirror."""
+    "status": "copy" | "cached" | "absent", "where", "fetched_by_download", "torchvision_download"}`` (the
+    mirror is what ``--download`` fetches where torchvision's download status is not "works"); None when it has
+    no mirror."""
     from . import routes
 
     m = routes.mirror_of(key)
@@ -30,7 +32,9 @@ def mirror_status(key: str, root) -> dict | None:
     st = routes.local_status(key, root)
     status, where = (("copy", st["mirror_copy"]) if st["mirror_copy"] else
                      ("cached", st["mirror_cached"]) if st["mirror_cached"] else ("absent", None))
-    return {"dataset": m["dataset"], "repo": m["repo"], "status": status, "where": where}
+    tv = routes.route(key)["torchvision"]["status"]  # sources.registry_dataset's rule for --download
+    return {"dataset": m["dataset"], "repo": m["repo"], "status": status, "where": where,
+            "fetched_by_download": tv != "works", "torchvision_download": tv}
 
 
 def dataset_status(data_root=None) -> list[dict]:
@@ -73,7 +77,10 @@ def format_status(rows: list[dict], data_root=None) -> str:
         note = "" if r["on_disk"] != "no" else f" [missing {r['where']}]"
         if r.get("mirror"):
             m = r["mirror"]
-            note += f"; mirror --dataset {m['dataset']}" + (f" [{m['status']}: {m['where']}]" if m["where"] else "")
+            note += f"; mirror --dataset {m['dataset']}"
+            if m.get("fetched_by_download") and "--download fetches" not in r["how"]:
+                note += f", which --download fetches (torchvision's download is {m['torchvision_download']})"
+            note += f" [{m['status']}: {m['where']}]" if m["where"] else ""
         tag = " (outside the paper's 16-dataset average)" if r["key"] == "tinyimagenet" else ""
         lines.append(f"{r['key']:<{width}}  {r['on_disk']:<7}  {','.join(r['prompts']):<14}  "
                      f"{r['name']}{tag}: {r['how']}{note}")

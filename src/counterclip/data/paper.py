@@ -250,8 +250,9 @@ def _spec_table() -> dict[str, PaperDataset]:
         P("pcam", {**_TEST, "val": "val", "train": "train"},
           lambda r, s: [r / "pcam" / f"camelyonpatch_level_2_split_{'valid' if s == 'val' else s}_{xy}.h5"
                         for xy in ("x", "y")],
-          "pass --download (torchvision fetches the .h5.gz files from Google Drive; needs `pip install h5py "
-          "gdown`) or get them from https://github.com/basveeling/pcam and gunzip them into {root}/pcam", True,
+          "--download fetches the test split from the webdataset mirror wds/vtab/pcam (torchvision's own "
+          "download, used for the other splits, goes through Google Drive and needs `pip install h5py gdown`), "
+          "or get the .h5.gz files from https://github.com/basveeling/pcam and gunzip them into {root}/pcam", True,
           lambda r, s, d, t: tv().PCAM(str(r), split=s, transform=t, download=d)),
         P("tinyimagenet", {"test": "val", "val": "val", "train": "train"}, _tiny_needs,
           f"pass --download or fetch {TINY_URL} and unzip it into {{root}} (gives {{root}}/tiny-imagenet-200/"

@@ -161,8 +161,10 @@ def registry_dataset(key: str, build, split: str, data_root, download: bool, ima
     r = routes.route(key) or {}
     m = r.get("mirror")
     tv_works = (r.get("torchvision") or {}).get("status", "works") == "works"
-    try:  # torchvision's download only where it works; otherwise a missing layout falls to the mirror
-        data = build(split, data_root, download and (tv_works or m is None), image_size, resize, prompts=prompts)
+    try:  # torchvision's download only where it works; otherwise a missing test layout falls to the mirror
+        # (the mirror holds the test split only: other splits keep torchvision's download, fragile or not)
+        data = build(split, data_root, download and (tv_works or m is None or split != "test"), image_size,
+                     resize, prompts=prompts)
     except DatasetNotFoundError as e:
         if m is None or split != "test":
             raise
