@@ -119,6 +119,23 @@ def test_imagenet_reference_drops_the_duplicate_class_and_renumbers(tmp_path):
     assert ref.classnames == refined and ref.classnames[dropped] == refined[dropped]
 
 
+def test_zeroshot_keeps_both_prompt_styles_and_states_them(tmp_path):
+    from counterclip.evaluation.zeroshot import run_zeroshot
+
+    for c in paper.load_metadata("eurosat")["raw_classes"]:
+        _png(tmp_path / "eurosat" / "2750" / c / "a.jpg")
+    recs = {}
+    for style in ("clip", "reference"):
+        with pytest.warns(UserWarning, match="allow-partial"):
+            recs[style] = run_zeroshot("tiny-fmnist", "eurosat", tmp_path / "out", data_root=tmp_path,
+                                       prompts=style, allow_partial=True)
+    assert recs["clip"]["_path"] != recs["reference"]["_path"]  # the second style did not overwrite the first
+    assert len(list((tmp_path / "out").glob("zeroshot_*.json"))) == 2
+    for style, rec in recs.items():
+        assert rec["prompts"] == style and rec["precision"] == "fp32" and rec["activation"] == "gelu"
+        assert rec["source"] == "torchvision" and rec["count_check"]["status"] == "partial (allowed)"
+
+
 def test_datasets_lists_status_and_how(tmp_path, capsys):
     for c in paper.load_metadata("eurosat")["raw_classes"]:
         _png(tmp_path / "eurosat" / "2750" / c / "a.jpg")

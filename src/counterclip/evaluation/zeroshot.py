@@ -59,16 +59,18 @@ def run_zeroshot(model_name: str, dataset_name: str, output: str | Path, pretrai
     idx = select_indices(len(data), limit, seed)
     correct, n = zeroshot_accuracy(clf, data.dataset, idx, batch_size, device, desc=f"{dataset_name}")
     record = {"model": model_name, "pretrained": pretrained, "vision_checkpoint": vision_checkpoint,
-              "activation": model.activation,
+              "activation": model.activation, "precision": "fp32",
               "dataset": data.name, "split": data.split, "task": "zeroshot_classification",
               "prompts": data.prompts, "templates": data.templates, "metrics": {**accuracy_metrics("clean", correct, n), "n_samples": n},
               "limit": limit, "seed": seed, "time_s": round(time.time() - t0, 2), "versions": versions(),
               **data.record_fields()}
     add_benchmark_fields(record)
     safe_model = model_name.replace("/", "_").replace(":", "_")
-    path = Path(output) / f"zeroshot_{safe_model}_{data.name.replace('/', '_')}.json"
-    key = stable_hash({k: record[k] for k in ("model", "pretrained_arg", "vision_checkpoint", "dataset", "split",
-                                              "source", "templates", "limit", "seed")}, 32)
+    style = "" if data.prompts == "clip" else f"_{data.prompts}"  # both styles side by side, none overwritten
+    path = Path(output) / f"zeroshot_{safe_model}_{data.name.replace('/', '_')}{style}.json"
+    key = stable_hash({**{k: record[k] for k in ("model", "pretrained_arg", "vision_checkpoint", "dataset", "split",
+                                                 "source", "templates", "limit", "seed")},
+                       "classnames": data.classnames}, 32)
     record = seal_record(json_plain(record), key, None)
     write_json(path, record)  # atomic and sealed, like the grid's records
     record["_path"] = str(path)
