@@ -131,3 +131,58 @@ def test_a_module_in_the_current_folder_loads_without_pythonpath(tmp_path, monke
     assert load_class("folder_defense:Here", "defense").__name__ == "Here"
     with pytest.raises(CounterclipError, match="has no Nope"):
         load_class("folder_defense:Nope", "defense")
+
+
+DEFENSE_FILE = '''
+import torch.nn.functional as F
+from counterclip.defenses import Defense
+
+
+class Blur(Defense):
+    name = "blur"
+
+    def __init__(self, kernel: int = 3):
+        self.kernel = kernel
+
+    def predict(self, classifier, x, generator=None):
+        return classifier(F.avg_pool2d(x, self.kernel, 1, self.kernel // 2, count_include_pad=False))
+'''
+
+
+def test_the_cli_class_and_evaluate_objects_share_records_and_take_the_same_arguments(tmp_path, monkeypatch):
+    """``--defense mod:Cls`` with its defaults and ``evaluate(defenses=[Cls()])`` are one cache key;
+    ``evaluate`` builds a class as the CLI does: ``defense_args`` / ``attack_args`` and ``step_size`` reach it
+    (they used to be dropped silently), and a different argument is a different record."""
+    import counterclip
+
+    (tmp_path / "my_blur.py").write_text(textwrap.dedent(DEFENSE_FILE))
+    (tmp_path / "my_attack.py").write_text(textwrap.dedent(ATTACK_FILE))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from my_attack import FGSM
+    from my_blur import Blur
+
+    run = tmp_path / "run"
+    base = dict(datasets=["fashion-mnist"], eps=["8/255"], limit=8, batch_size=8, probe_size=4, steps=1)
+    GridRunner(EvalConfig(output=str(run), attacks=["pgd"], defenses=["my_blur:Blur"], **base),
+               log=lambda *a: None).run()
+    (first,) = run.glob("fashion-mnist/*.json")
+    mtime = first.stat().st_mtime_ns
+    assert json.loads(first.read_text())["defense"]["params"]["plugin"]["args"] == {"kernel": 3}
+    (rec,) = counterclip.evaluate(run, attacks=["pgd"], defenses=[Blur()], **{**base, "eps": ("8/255",)})
+    assert rec["_path"] == str(first) and first.stat().st_mtime_ns == mtime  # found, not recomputed
+
+    (rec,) = counterclip.evaluate(run, attacks=[FGSM], defenses=[Blur], step_size="1/255",
+                                  defense_args={"my_blur:Blur": {"kernel": 5}},
+                                  attack_args={"my_attack:FGSM": {"random_start": True}}, **base)
+    assert rec["defense"]["params"]["plugin"]["args"] == {"kernel": 5}
+    assert rec["attack"]["random_start"] is True and rec["attack"]["plugin"]["args"] == {"random_start": True}
+    assert len(list(run.glob("fashion-mnist/*.json"))) == 2
+    with pytest.raises(CounterclipError, match="unknown argument 'kernal'"):
+        counterclip.evaluate(run, defenses=[Blur], defense_args={"my_blur:Blur": {"kernal": 5}}, **base)
+    with pytest.raises(CounterclipError, match="unknown argument 'start'"):
+        counterclip.evaluate(run, attacks=[FGSM], attack_args={"my_attack:FGSM": {"start": 1}}, **base)
+
+
+def test_an_argument_with_only_none_listed_says_so():
+    with pytest.raises(CounterclipError, match="no defense of this run takes arguments"):
+        parse_assignments(["kernel=5"], ["none"], "defense")

@@ -45,6 +45,7 @@ def test_show_json_shape_and_text(capsys):
     assert main(["datasets", "show", "caltech101", "--prompts", "reference"]) == 0
     text = capsys.readouterr().out
     assert "person" in text and "tie" in text  # the reference bug is said plainly
+    assert show(capsys, "pets", "clip")["dataset"] == "oxford-pets"  # CLIP_benchmark's id, as in eval
 
 
 def test_reference_edge_cases(capsys):

@@ -8,26 +8,19 @@ import inspect
 import json
 from pathlib import Path
 
-from .plugins import accepted_params, import_path, tag_attack, tag_plugin
+from .plugins import build_plugin_defense, import_path, public_state, tag_attack, tag_plugin
 
 
-def _public_state(obj) -> dict:
-    """What an object's settings look like, for its cache key when it has no ``params()`` of its own."""
-    out = {}
-    for k, v in sorted(vars(obj).items()):
-        if k.startswith("_") or k in ("plugin", "params", "config"):
-            continue
-        out[k] = v if isinstance(v, (bool, int, float, str, type(None))) else repr(v)[:200]
-    return out
-
-
-def _defense_entry(d, taken: set):
+def _defense_entry(d, taken: set, defense_args: dict):
     from .defenses import DEFENSES, Defense
 
     if isinstance(d, str):
         return d, None
-    if inspect.isclass(d):
-        d = d()
+    built = inspect.isclass(d) and issubclass(d, Defense)
+    if built:  # built as --defense pkg.mod:Cls is, with defense_args[its import path] (tagged there)
+        is_builtin = DEFENSES.get(getattr(d, "name", "")) is d
+        d = d(**defense_args.get(d.name, {})) if is_builtin else \
+            build_plugin_defense(d, defense_args.get(import_path(d), {}))
     if not isinstance(d, Defense):
         raise TypeError(f"defenses: {d!r} is neither a name nor a counterclip.defenses.Defense instance")
     builtin = DEFENSES.get(getattr(d, "name", "")) is type(d)
@@ -35,28 +28,23 @@ def _defense_entry(d, taken: set):
     base, k = label, 2
     while label in taken:  # two instances of one class: the params tell them apart in the report
         label, k = f"{base}#{k}", k + 1
-    if not builtin:
-        tag_plugin(d, import_path(d), _public_state(d))
+    if not builtin and not built:  # an instance: keyed by its settings now
+        tag_plugin(d, import_path(d), public_state(d))
     return label, d
 
 
-def _attack_entry(a, cfg_steps, taken: set):
+def _attack_entry(a, taken: set):
     if isinstance(a, str):
         return a, None
-    if inspect.isclass(a):
-        names, _ = accepted_params(a)
-        label = import_path(a)
-
-        def factory(eps, cls=a, label=label):
-            kw = {"steps": cfg_steps} if "steps" in names and cfg_steps is not None else {}
-            return tag_attack(cls(eps=eps, **kw), label, kw)
+    if inspect.isclass(a):  # the grid builds it as it builds --attack pkg.mod:Cls (--steps, --step-size, args)
+        label, factory = import_path(a), a
     elif callable(a) and hasattr(a, "eps"):
         label = import_path(a)
 
         def factory(eps, template=a, label=label):  # an instance is a template: the grid sets its budget
             atk = copy.copy(template)
             atk.eps = float(eps)
-            return tag_attack(atk, label, _public_state(atk))
+            return tag_attack(atk, label, public_state(atk))
     else:
         raise TypeError(f"attacks: {a!r} is neither a name, an attack class nor an attack instance")
     base, k = label, 2
@@ -70,9 +58,11 @@ def evaluate(output, *, model="tiny-fmnist", pretrained=None, datasets=("fashion
     """Run the eval grid and return its records (dicts, as written under ``output``).
 
     ``defenses``: CLI words (``"ttc"``), ``"pkg.module:ClassName"`` or ``Defense`` instances (a built-in
-    instance keeps its settings; your own is keyed by its import path and its attributes). ``attacks``: CLI
-    words, ``"pkg.module:ClassName"``, an attack class (called with ``eps=``, and ``steps=`` when it takes
-    it) or an attack instance (copied per budget with ``eps`` set). ``model``: a name (``load_model``) or a
+    instance keeps its settings; your own is keyed by its import path and its attributes) or ``Defense``
+    classes (built with ``defense_args["pkg.module:ClassName"]``, as ``--defense`` builds them). ``attacks``:
+    CLI words, ``"pkg.module:ClassName"``, an attack class (built as ``--attack`` builds it: ``eps=``, the
+    run's ``steps`` / ``step_size`` when it takes them, ``attack_args["pkg.module:ClassName"]``) or an attack
+    instance (copied per budget with ``eps`` set). ``model``: a name (``load_model``) or a
     ``ClipModel``. Other keyword arguments are ``EvalConfig`` fields (``limit``, ``steps``, ``seed``,
     ``defense_args``, ``eot_samples``, ...).
     """
@@ -81,12 +71,12 @@ def evaluate(output, *, model="tiny-fmnist", pretrained=None, datasets=("fashion
 
     objects, dnames, anames = {}, [], []
     for d in defenses:
-        label, obj = _defense_entry(d, set(dnames))
+        label, obj = _defense_entry(d, set(dnames), options.get("defense_args") or {})
         dnames.append(label)
         if obj is not None:
             objects[label] = obj
     for a in attacks:
-        label, factory = _attack_entry(a, options.get("steps"), set(anames))
+        label, factory = _attack_entry(a, set(anames))
         anames.append(label)
         if factory is not None:
             objects[label] = factory

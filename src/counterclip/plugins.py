@@ -92,9 +92,12 @@ def parse_assignments(items, names, kind: str) -> dict:
             if "." in lhs:
                 raise CounterclipError(f"--{kind}-arg {item!r}: {lhs.rpartition('.')[0]!r} is not among the "
                                        f"{kind}s of this run ({', '.join(real) or 'none'})")
+            if not real:
+                raise CounterclipError(f"--{kind}-arg {item!r}: no {kind} of this run takes arguments (only "
+                                       f"{', '.join(names) or 'none'} listed)")
             if len(real) != 1:
                 raise CounterclipError(f"--{kind}-arg {item!r} is ambiguous with {len(real)} {kind}s listed "
-                                       f"({', '.join(real) or 'none'}): write NAME.{lhs}=..., NAME one of them")
+                                       f"({', '.join(real)}): write NAME.{lhs}=..., NAME one of them")
             target = real[0]
         if not key.isidentifier():
             raise CounterclipError(f"--{kind}-arg {item!r}: {key!r} is not a parameter name")
@@ -137,6 +140,17 @@ def _call(cls, kwargs, kind: str, label: str):
         raise CounterclipError(f"{kind} {label}: {e}") from None
 
 
+def public_state(obj) -> dict:
+    """An object's public settings (its attributes), for the cache key of a user's defense or attack: the
+    same for an instance passed to ``counterclip.evaluate`` and for the class built by ``--defense``."""
+    out = {}
+    for k, v in sorted(vars(obj).items()):
+        if k.startswith("_") or k in ("plugin", "params", "config", "plugin_name"):
+            continue
+        out[k] = v if isinstance(v, (bool, int, float, str, type(None))) else repr(v)[:200]
+    return out
+
+
 def import_path(obj) -> str:
     cls = obj if inspect.isclass(obj) else type(obj)
     return f"{cls.__module__}:{cls.__qualname__}"
@@ -160,12 +174,16 @@ def defense_class(name: str):
     return DEFENSES[key]
 
 
-def build_plugin_defense(spec: str, args: dict):
-    """An instance of a user's defense, tagged with its import path and arguments (records, cache keys)."""
-    cls = defense_class(spec)
+def build_plugin_defense(spec, args: dict):
+    """An instance of a user's defense (``spec``: ``pkg.module:ClassName`` or the class), tagged with its
+    import path and arguments (records, cache keys). The tagged arguments are the instance's public settings
+    with the given ones over them, so ``--defense pkg.mod:Cls`` (defaults) and ``evaluate(defenses=[Cls()])``
+    share one cache key, while different given arguments never do."""
+    cls = spec if inspect.isclass(spec) else defense_class(spec)
+    spec = import_path(cls) if inspect.isclass(spec) else spec
     check_args(cls, args, "defense", spec)
     defense = _call(cls, dict(args), "defense", spec)
-    tag_plugin(defense, spec, args)
+    tag_plugin(defense, spec, {**public_state(defense), **args})
     return defense
 
 
@@ -192,9 +210,9 @@ _BUILTIN_ATTACKS = {
 }
 
 
-def check_attack_args(name: str, args: dict) -> None:
-    if is_plugin(name):
-        cls = load_class(name, "attack")
+def check_attack_args(name: str, args: dict, cls=None) -> None:
+    if cls is not None or is_plugin(name):
+        cls = cls or load_class(name, "attack")
         check_args(cls, args, "attack", name, reserved=("eps",))
         return
     entry = _BUILTIN_ATTACKS.get(name.lower())
@@ -208,10 +226,11 @@ def check_attack_args(name: str, args: dict) -> None:
     check_args(cls, args, "attack", name, reserved=("eps", "generator", "dtype") + fixed)
 
 
-def build_plugin_attack(spec: str, eps: float, args: dict, steps=None, step_size=None):
-    """A user's attack at budget ``eps``; the run's ``--steps`` / ``--step-size`` go to it when its signature
-    takes them and ``args`` does not set them."""
-    cls = load_class(spec, "attack")
+def build_plugin_attack(spec, eps: float, args: dict, steps=None, step_size=None):
+    """A user's attack at budget ``eps`` (``spec``: ``pkg.module:ClassName`` or the class); the run's
+    ``--steps`` / ``--step-size`` go to it when its signature takes them and ``args`` does not set them."""
+    cls = spec if inspect.isclass(spec) else load_class(spec, "attack")
+    spec = import_path(cls) if inspect.isclass(spec) else spec
     check_args(cls, args, "attack", spec, reserved=("eps",))
     names, var_kw = accepted_params(cls)
     kw = dict(args)

@@ -88,8 +88,11 @@ def prompt_set(key: str, style: str = DEFAULT_PROMPTS) -> dict:
 
 def show(key: str, style: str = DEFAULT_PROMPTS) -> dict:
     """What ``counterclip datasets show KEY --json`` prints (CLIP_benchmark's ``--dump_classnames`` idea)."""
-    ps = prompt_set(key.lower(), style)
-    out = {"dataset": key.lower(), "prompts": style, "classnames": ps["classnames"], "templates": ps["templates"],
+    from .aliases import canonical
+
+    key = canonical(key)  # CLIP_benchmark's ids (pets, cars, imagenet1k, ...) as everywhere else
+    ps = prompt_set(key, style)
+    out = {"dataset": key, "prompts": style, "classnames": ps["classnames"], "templates": ps["templates"],
            "source": ps["source"]}
     if ps.get("notes"):
         out["notes"] = ps["notes"]

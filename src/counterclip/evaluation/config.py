@@ -100,8 +100,8 @@ class EvalConfig:
         for a, args in self.attack_args.items():
             if a not in self.attacks:
                 raise ValueError(f"--attack-arg for {a!r}, which is not among --attack {','.join(self.attacks)}")
-            if a not in self.objects:
-                check_attack_args(a, args)
+            if a not in self.objects or isinstance(self.objects[a], type):
+                check_attack_args(a, args, self.objects.get(a))
         if self.threat_model not in THREAT_MODELS:
             raise UnknownNameError("threat model", self.threat_model, THREAT_MODELS)
         for e in self.eps + [self.ttc_eps, self.ttc_step_size]:

@@ -134,10 +134,11 @@ class GridRunner:
         cfg = self.cfg
         step = auto_step_size(eps, cfg.steps) if cfg.step_size == "auto" else parse_eps(cfg.step_size)
         args = cfg.attack_args.get(name, {})
-        if name in cfg.objects:  # counterclip.evaluate(...): a factory eps -> attack
-            return cfg.objects[name](eps)
-        if is_plugin(name):
-            return build_plugin_attack(name, eps, args, steps=cfg.steps, step_size=step)
+        obj = cfg.objects.get(name)  # counterclip.evaluate(...): an attack class, or a factory eps -> attack
+        if isinstance(obj, type) or (obj is None and is_plugin(name)):
+            return build_plugin_attack(obj or name, eps, args, steps=cfg.steps, step_size=step)
+        if obj is not None:
+            return obj(eps)
         return build_attack(name, eps, **{"steps": cfg.steps, "step_size": step, "queries": cfg.square_queries,
                                           "aa_version": cfg.aa_version, "aa_steps": cfg.aa_steps, **args})
 
