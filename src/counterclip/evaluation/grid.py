@@ -43,7 +43,7 @@ from .locks import exclusive
 from .signals import Preempted, graceful_stop, stop_requested
 from .space import check_space, estimate_bytes
 from .settings import run_settings
-from .state import file_sha256, json_plain, load_tensors, read_finished, stable_hash, write_json, write_npz
+from .state import file_sha256, json_plain, read_finished, require_tensors, stable_hash, write_json, write_npz
 from .zeroshot import versions
 
 GATE_ATTACKS = ("gate-aware", "tau-aware")
@@ -356,7 +356,7 @@ class GridRunner:
         def compute(cs, ce):
             x, y, idx = self.batch(cs, ce)
             if adv_dir is not None:
-                chunk = load_tensors(adv_dir / f"{cs:08d}-{ce:08d}.pt")
+                chunk = require_tensors(adv_dir / f"{cs:08d}-{ce:08d}.pt")
                 x = self.serialised(x, self.reproject(x, chunk["delta"], attack.eps), attack.eps)
             logits, cost = run_counted(defense, self.clf, x, self.gens(idx, f"defense:{dname}"))
             out = {"correct": (logits.argmax(-1).cpu() == y.cpu()), "cost": cost}
@@ -401,7 +401,7 @@ class GridRunner:
             x, y, idx = self.batch(cs, ce)
             x_init = None
             if init is not None:
-                x_init = self.reproject(x, load_tensors(init[0] / f"{cs:08d}-{ce:08d}.pt")["delta"], init[1].eps)
+                x_init = self.reproject(x, require_tensors(init[0] / f"{cs:08d}-{ce:08d}.pt")["delta"], init[1].eps)
             gens = (composite.attack_generators(self, atk, idx, f"adaptive:{{name}}-{mode}:{dname}:{{eps}}")
                     if mode is not None else self.gens(idx, f"adaptive:{an}:{dname}:{eps}"))
             x_adv = atk(defense, self.clf, x, y, generator=gens, x_init=x_init)

@@ -148,6 +148,15 @@ def load_tensors(path: Path, warn: bool = True) -> dict[str, torch.Tensor] | Non
         return None
 
 
+def require_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """A chunk another cell depends on (checked moments ago): one clear error if it vanished or broke since."""
+    out = load_tensors(path)
+    if out is None:
+        raise CounterclipError(f"state file {path} went missing or was damaged while in use (another process, "
+                               "or the disk); re-run the same command to recompute it")
+    return out
+
+
 def write_json(path: Path, obj) -> None:
     _atomic(Path(path), (json.dumps(obj, indent=2, default=_json_default) + "\n").encode())
 
