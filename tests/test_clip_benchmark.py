@@ -53,6 +53,14 @@ def test_counterclip_build_flattens_records_recursively(run_dir, tmp_path, capsy
     for key, row in by_key.items():
         assert float(row["acc1"]) == rec[key]["metrics"]["acc1"]
     assert main(["build", str(tmp_path / "nothing"), "--output", str(out)]) == 2  # one-line error
+    capsys.readouterr()
+    # a folder, its subfolder and one of its files: each record once
+    one = sorted((run_dir / "fashion-mnist").glob("*.json"))[0]
+    assert main(["build", str(run_dir), str(run_dir / "fashion-mnist"), str(one), "--output", str(out)]) == 0
+    assert len(list(csv.DictReader(out.open()))) == 4
+    (tmp_path / "empty").mkdir()
+    assert main(["build", str(tmp_path / "empty"), "--output", str(out)]) == 2
+    assert "counterclip: error: build: no result records" in capsys.readouterr().err
 
 
 def test_clip_benchmark_build_reads_our_records(run_dir, tmp_path):

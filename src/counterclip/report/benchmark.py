@@ -61,12 +61,22 @@ def collect(paths) -> list[dict]:
     with a warning as in ``counterclip report``)."""
     from .records import load_records
 
-    rows = []
+    rows, seen = [], set()
     for p in paths:
         p = Path(p)
         if p.is_dir():
-            rows += [flat_row(r.raw, (p / r.path).as_posix()) for r in load_records(p)]
+            try:
+                records = load_records(p)
+            except CounterclipError as e:  # say which command failed
+                raise CounterclipError("build: " + str(e).removeprefix("report: ")) from None
+            for r in records:
+                if (p / r.path).resolve() not in seen:  # a folder and its subfolder: each record once
+                    seen.add((p / r.path).resolve())
+                    rows.append(flat_row(r.raw, (p / r.path).as_posix()))
         elif p.is_file():
+            if p.resolve() in seen:
+                continue
+            seen.add(p.resolve())
             try:
                 data = json.loads(p.read_text())
             except (OSError, ValueError) as e:
