@@ -120,6 +120,24 @@ def test_eval_on_the_mirror_gives_the_imagefolders_per_sample_results(mirror, tm
     assert rw["dataset_size"] == 24 and rw["split"] == "test" and rf["source"] == "imagefolder"
 
 
+def test_rerun_after_the_download_resumes_instead_of_recomputing(mirror, tmp_path, monkeypatch):
+    """The run that downloads a mirror and the re-run that finds it in the cache (or adds --allow-partial on a
+    complete copy) read the same data: the second must reuse the first's cells, not compute a second set."""
+    from counterclip.cli import main
+
+    copy, _ = mirror
+    found = wds.locate
+    monkeypatch.setattr(wds, "locate", lambda *a: (found(*a)[0], "downloaded into the Hugging Face cache"))
+    argv = ["eval", "--model", "tiny-fmnist", "--attack", "none", "--defense", "none", "--dataset", "wds/mini",
+            "--data-root", str(copy), "--output", str(tmp_path)]
+    assert main(argv) == 0
+    monkeypatch.setattr(wds, "locate", found)
+    assert main([*argv, "--allow-partial"]) == 0
+    recs = _records_list(tmp_path)
+    assert len(recs) == 1 and recs[0][0]["mirror"]["found"] == "downloaded into the Hugging Face cache"
+    assert len(list((tmp_path / ".state").rglob("clean-*"))) == 1
+
+
 def test_parent_folder_serves_several_mirrors_and_ignores_other_copies(mirror, tmp_path):
     copy, _ = mirror
     assert wds.local_copy("mini", copy.parent) == copy  # DIR/wds_mini

@@ -40,6 +40,17 @@ class LoadedDataset:
     def __len__(self) -> int:
         return len(self.dataset)
 
+    def cache_fields(self) -> dict:
+        """``extra`` as the eval cache key sees it: without what says *how* the same data was reached this time
+        (a mirror found in the cache after the run that downloaded it; --allow-partial on a complete copy), so
+        re-running the same command resumes instead of recomputing."""
+        out = dict(self.extra)
+        if isinstance(out.get("mirror"), dict):
+            out["mirror"] = {k: v for k, v in out["mirror"].items() if k != "found"}
+        if isinstance(out.get("count_check"), dict):
+            out["count_check"] = {k: v for k, v in out["count_check"].items() if k != "allow_partial"}
+        return out
+
     def record_fields(self) -> dict:
         """What a result record states about the data: route, split size, split caveats, the count check."""
         out = {"source": self.source, "dataset_size": len(self)}

@@ -235,7 +235,7 @@ class GridRunner:
         self._start, self._end = self.dist.shard(len(self.indices))
         self.base_key = {**self.model_id, "dataset": self.data.name, "split": self.data.split,
                          "source": self.data.source,
-                         "data": self.data.extra,
+                         "data": self.data.cache_fields(),
                          "classnames": self.data.classnames, "templates": self.data.templates,
                          "preprocess": self.data.preprocess, "image_size": self.image_size,
                          "indices": stable_hash(self.indices.tolist(), 32), "seed": cfg.seed, "version": __version__}
