@@ -102,6 +102,12 @@ def test_classifier_is_a_proper_module(tiny_model, fmnist_test, batch, tmp_path)
     assert "text_embeddings" in clf.state_dict()
     other.load_state_dict(clf.state_dict())
     assert torch.equal(other.text_embeddings, clf.text_embeddings)
+    assert other.classnames == clf.classnames  # the labels follow the embeddings
+    sd_path = tmp_path / "clf_state.pt"
+    torch.save(clf.state_dict(), sd_path)  # and a state dict loads without unpickling code
+    third = ZeroShotClassifier(tiny_model, ["a", "b"] + fmnist_test.classnames[2:], ["{}"])
+    third.load_state_dict(torch.load(sd_path, weights_only=True))
+    assert third.classnames == clf.classnames and third.templates == clf.templates
     with torch.no_grad():
         assert torch.equal(other(x), clf(x))
     # torch.save pickles the whole classifier (loading it back is the user's own trusted file)

@@ -38,6 +38,17 @@ class ZeroShotClassifier(nn.Module):
         # persistent: a state dict carries the class text, so loading it into another classifier replaces it
         self.register_buffer("text_embeddings", torch.stack(weights).detach())
 
+    # what the text embeddings mean travels with them: loading a state dict into another classifier replaces
+    # its class names, templates and logit scale too, not only the embeddings (else its labels go stale)
+    def get_extra_state(self) -> dict:
+        return {"classnames": list(self.classnames), "templates": list(self.templates),
+                "logit_scale": float(self.logit_scale)}
+
+    def set_extra_state(self, state) -> None:
+        self.classnames = list(state["classnames"])
+        self.templates = list(state["templates"])
+        self.logit_scale = float(state["logit_scale"])
+
     @property
     def num_classes(self) -> int:
         return len(self.classnames)
