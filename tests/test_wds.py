@@ -446,3 +446,20 @@ def test_a_cached_hub_copy_is_used_offline(mirror, tmp_path, monkeypatch):
         data = get_dataset("wds/mini", data_root=tmp_path / "empty", download=download, image_size=28)
         assert len(data) == 24 and data.extra["mirror"]["found"] == "Hugging Face cache"
     assert not (tmp_path / "empty").exists()
+
+    # an interrupted download (a shard absent from the snapshot): --download completes it, it does not stop there
+    lost = repo / "snapshots" / rev / "test" / "2.tar"
+    lost.unlink()
+    with pytest.raises(CounterclipError, match="1 of 4 shards missing"):
+        get_dataset("wds/mini", data_root=tmp_path / "empty", image_size=28)
+    fetched = []
+
+    def fetch(name, split):  # huggingface_hub's snapshot_download fetches the files the cache lacks
+        fetched.append((name, split))
+        shutil.copy(copy / "test" / "2.tar", lost)
+        return repo / "snapshots" / rev
+
+    monkeypatch.setattr(wds, "fetch", fetch)
+    data = get_dataset("wds/mini", data_root=tmp_path / "empty", download=True, image_size=28)
+    assert fetched == [("mini", "test")] and len(data) == 24
+    assert data.extra["mirror"]["found"] == "downloaded into the Hugging Face cache"

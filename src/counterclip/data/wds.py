@@ -124,9 +124,9 @@ def locate(name: str, split: str, data_root, download: bool) -> tuple[Path, str]
     if found is not None:
         return found, "local copy"
     found = cached_copy(name, split)
-    if found is not None:
+    if found is not None and not (download and missing_shards(found, split)):
         return found, "Hugging Face cache"
-    if download:
+    if download:  # not cached, or an interrupted download: huggingface_hub fetches what the cache lacks
         return fetch(name, split), "downloaded into the Hugging Face cache"
     raise CounterclipError(
         f"dataset wds/{name}: no copy of the mirror {repo_id(name)} with a {split}/ split in {root} (or "
@@ -138,6 +138,15 @@ def read_lines(path: Path) -> list[str] | None:
     if not path.is_file():
         return None
     return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def missing_shards(folder: Path, split: str) -> list[str]:
+    """The shard files ``<split>/nshards.txt`` promises that are not in ``folder`` (an unreadable count: none)."""
+    try:
+        n = int((folder / split / "nshards.txt").read_text().strip())
+    except (OSError, ValueError):
+        return []
+    return [f"{i}.tar" for i in range(n) if not (folder / split / f"{i}.tar").is_file()]
 
 
 def splits_of(folder: Path) -> list[str]:
@@ -207,11 +216,12 @@ class WdsMirror(Dataset):
         except (OSError, ValueError):
             raise CounterclipError(f"{nfile}: missing or not a number (the mirror's shard count)") from None
         self.shards = [self.folder / split / f"{i}.tar" for i in range(self.nshards)]
-        missing = [p for p in self.shards if not p.is_file()]
+        missing = [self.folder / split / m for m in missing_shards(self.folder, split)]
         if missing and not allow_partial:
             raise CounterclipError(f"{self.folder / split}: {len(missing)} of {self.nshards} shards missing "
-                                   f"({missing[0].name} first): an incomplete copy (pass --allow-partial to use "
-                                   "what is there; the record then says so)")
+                                   f"({missing[0].name} first): an incomplete copy (--download completes a copy in "
+                                   "the Hugging Face cache; or pass --allow-partial to use what is there; the "
+                                   "record then says so)")
         self.missing_shards = [p.name for p in missing]
         self.samples: list[Sample] = []
         for i, p in enumerate(self.shards):
