@@ -341,3 +341,19 @@ def test_grid_flags_black_box_beating_white_box_through_a_masked_defense(tmp_pat
     assert masked["sanity"]["black_box_beats_white_box"]["passed"] is False
     assert by[("none", "oblivious")]["sanity"]["black_box_beats_white_box"]["passed"] is True
     assert any("FLAGGED" in line and "black_box_beats_white_box" in line for line in lines)
+
+
+def test_fab_t_agrees_per_sample_with_the_autoattack_source(classifier, batch):
+    """Dev-only: FAB-T (one restart: deterministic) against the AutoAttack source's FABAttack_PT, same images and
+    budget: the same samples fooled, the same points to float precision."""
+    ref_pkg = _autoattack_src()
+    from autoattack.fab_pt import FABAttack_PT
+
+    x, y = batch
+    ours = FAB(EPS, steps=20, targeted=True, n_target_classes=3)(classifier, x, y)
+    ref = FABAttack_PT(classifier, norm="Linf", n_restarts=1, n_iter=20, eps=EPS, seed=0, targeted=True,
+                       n_target_classes=3, device="cpu").perturb(x, y)
+    a, b = wrong(classifier, ours, y), wrong(classifier, ref, y)
+    print(f"FAB-T-20 (3 targets) 4/255 on 64 images, fooled: ours {int(a.sum())}, AutoAttack source {int(b.sum())}")
+    assert ref_pkg is not None and torch.equal(a, b)
+    assert (ours - ref)[a & b].abs().max() < 1e-5
