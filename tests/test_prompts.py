@@ -48,6 +48,25 @@ def test_show_json_shape_and_text(capsys):
     assert show(capsys, "pets", "clip")["dataset"] == "oxford-pets"  # CLIP_benchmark's id, as in eval
 
 
+def test_show_into_a_closed_pipe_is_quiet(monkeypatch, capsys):
+    """`counterclip datasets show imagenet | head`: the reader leaving is no error line."""
+    import sys
+
+    class ClosedPipe:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            pass
+
+        def fileno(self):
+            raise OSError("not a real file here")
+
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    assert main(["datasets", "show", "imagenet"]) == 141
+    assert capsys.readouterr().err == ""
+
+
 def test_reference_edge_cases(capsys):
     c101 = show(capsys, "caltech101")
     assert c101["classnames"][:3] == ["person", "person", "Leopards"]  # the Faces / Faces_easy tie

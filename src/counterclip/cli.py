@@ -128,6 +128,12 @@ def _main(argv) -> int:
     except CounterclipError as e:
         print(f"counterclip: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `counterclip datasets show imagenet | head`: the reader left, not an error
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        except (OSError, ValueError):
+            pass
+        return 141  # 128 + SIGPIPE, as a shell tool killed by the pipe
     except (ValueError, OSError) as e:  # bad budgets, unwritable --output, ...: one line, no traceback
         print(f"counterclip: error: {e}", file=sys.stderr)
         return 2
