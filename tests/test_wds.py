@@ -389,6 +389,10 @@ def test_datasets_command_shows_routes_and_local_copies(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "torchvision --download: broken" in out and "clip-benchmark/wds_cars" in out
     assert f"mirror copy {tmp_path / 'wds_cars'}" in out and "caltech256" in out and "none in CLIP_benchmark" in out
+    assert main(["datasets", "--routes", "cars"]) == 0  # CLIP_benchmark's id, as `datasets show` takes it
+    assert capsys.readouterr().out.startswith("stanford-cars\n")
+    assert main(["datasets", "--routes", "nosuch"]) == 2  # one error line, not a "no route data" line and rc 0
+    assert "unknown dataset with routes 'nosuch'" in capsys.readouterr().err
     assert main(["datasets", "--data-root", str(tmp_path), "--json"]) == 0
     rows = {r["key"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows["stanford-cars"]["mirror"]["status"] == "copy" and rows["caltech256"]["mirror"] is None

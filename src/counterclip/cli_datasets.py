@@ -33,7 +33,15 @@ def _cmd_list(args) -> int:
     if args.routes is not None:
         from .data.routes import routes_view
 
-        print(routes_view([k.lower() for k in args.routes] or None, args.data_root))
+        from .data.aliases import canonical
+        from .data.routes import table
+        from .errors import UnknownNameError
+
+        keys = [canonical(k) for k in args.routes]  # CLIP_benchmark's ids too (cars, pets, ...), as show takes
+        for k, given in zip(keys, args.routes):
+            if k not in table()["datasets"]:
+                raise UnknownNameError("dataset with routes", given, table()["datasets"])
+        print(routes_view(keys or None, args.data_root))
         return 0
     rows = dataset_status(args.data_root)
     print(json.dumps(rows, indent=1) if args.json else format_status(rows, args.data_root))
