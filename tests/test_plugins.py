@@ -186,3 +186,19 @@ def test_the_cli_class_and_evaluate_objects_share_records_and_take_the_same_argu
 def test_an_argument_with_only_none_listed_says_so():
     with pytest.raises(CounterclipError, match="no defense of this run takes arguments"):
         parse_assignments(["kernel=5"], ["none"], "defense")
+
+
+def test_public_state_is_stable_across_runs():
+    """An attribute whose repr holds a memory address (a helper object, a function) must not change the cache
+    key from one run to the next."""
+    from counterclip.plugins import public_state
+
+    class Helper:
+        pass
+
+    class D:
+        def __init__(self):
+            self.kernel, self.helper, self.fn, self._private = 3, Helper(), (lambda x: x), 1
+
+    assert public_state(D()) == public_state(D()) == {"fn": "<function>", "helper": f"<{Helper.__qualname__}>",
+                                              "kernel": 3}

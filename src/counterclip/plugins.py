@@ -21,6 +21,7 @@ import importlib
 import inspect
 import math
 import os
+import re
 import sys
 
 from .errors import CounterclipError
@@ -147,7 +148,11 @@ def public_state(obj) -> dict:
     for k, v in sorted(vars(obj).items()):
         if k.startswith("_") or k in ("plugin", "params", "config", "plugin_name"):
             continue
-        out[k] = v if isinstance(v, (bool, int, float, str, type(None))) else repr(v)[:200]
+        if isinstance(v, (bool, int, float, str, type(None))):
+            out[k] = v
+        else:  # a repr with a memory address would change the key on every run: name the type instead
+            text = repr(v)
+            out[k] = f"<{type(v).__qualname__}>" if re.search(r" at 0x[0-9a-fA-F]+", text) else text[:200]
     return out
 
 
