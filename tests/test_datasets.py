@@ -122,6 +122,22 @@ def test_torchvision_errors_become_one_line(tmp_path):
     assert "\n" not in msg and str(tmp_path) in msg and "--download" in msg
 
 
+@pytest.mark.parametrize("key", ["cifar10", "tinyimagenet"])
+def test_a_failed_download_says_what_to_do_by_hand_not_pass_download(tmp_path, monkeypatch, key):
+    from urllib.error import URLError
+
+    def offline(*a, **k):
+        raise URLError("Name or service not known")
+
+    from dataclasses import replace
+
+    monkeypatch.setitem(paper.SPECS, key, replace(paper.SPECS[key], make=offline))  # no network
+    with pytest.raises(CounterclipError, match="download/load failed") as e:
+        get_dataset(key, data_root=tmp_path, download=True)
+    msg = str(e.value)
+    assert "\n" not in msg and "pass --download" not in msg and "http" in msg and str(tmp_path) in msg
+
+
 def _png(path, color=(255, 0, 0), size=(20, 16)):
     from PIL import Image
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -347,6 +348,10 @@ def build(key: str, split: str, data_root, download: bool, image_size: int, resi
         hint = spec.howto.replace("{root}", str(root))
         if isinstance(e, ImportError) or "h5py" in first or "gdown" in first:
             hint = f"install the missing package ({first}); or {hint}"
+        if download:  # it was passed: say what it tried, to do by hand, not "pass --download" again
+            hint = re.sub(r"pass --download \(torchvision fetches (.*?) into (.*?)\)",
+                          r"put \1 into \2 by hand and re-run with --download (torchvision unpacks an archive it "
+                          r"finds there)", hint).replace("pass --download or ", "")
         what = "download/load failed" if download else "could not be loaded"
         raise CounterclipError(f"dataset {key} ({spec.meta['display_name']}) {what} from {root}: "
                                f"{type(e).__name__}: {first}. To get it: {hint}.") from None
