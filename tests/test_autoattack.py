@@ -229,6 +229,26 @@ def test_grid_autoattack_records_stages_and_eval_draws(tmp_path):
     assert "## Randomised defenses: re-drawn evaluation" in md and "## AutoAttack stages" in md
 
 
+def test_eval_draws_on_a_folder_run_without_them_gives_the_draws(tmp_path):
+    """Re-running a finished folder with --eval-draws 3 must not hand back the single-draw records (nor adaptive
+    chunks without draws) as the answer: every record then carries the 3 draws, and the summary line says so."""
+    from counterclip.evaluation.config import EvalConfig
+    from counterclip.evaluation.grid import GridRunner
+
+    base = dict(output=str(tmp_path), datasets=["fashion-mnist"], attacks=["pgd"], eps=["8/255"], steps=2,
+                defenses=["rn"], limit=6, batch_size=6, probe_size=2, threat_model="both", eot_samples=1,
+                adaptive_attacks=["eot-pgd"])
+    GridRunner(EvalConfig(**base), log=lambda s: None).run()
+    lines = []
+    GridRunner(EvalConfig(**base, eval_draws=3), log=lines.append).run()
+    recs = [json.loads(p.read_text()) for p in (tmp_path / "fashion-mnist").glob("*.json")]
+    again = [r for r in recs if r["metrics"].get("eval_draws") == 3]
+    assert len(recs) == 4 and len(again) == 2  # the single-draw records stay, the new ones beside them
+    assert {r["threat_model"] for r in again} == {"oblivious", "adaptive"}
+    rows = [line for line in lines if " rn " in line]
+    assert len(rows) == 2 and all("all 3 draws" in line for line in rows)
+
+
 def test_paper_preset_runs_aa_paper_at_4_255_only():
     from counterclip.evaluation.config import PRESETS
 

@@ -392,6 +392,8 @@ class GridRunner:
         init = self.oblivious_adv.get(eps) if an in GATE_ATTACKS else None
         key = {**self.base_key, "adaptive": atk.config(), "defense": dname, "params": defense.params(),
                "x_init": init[0].name if init else None}
+        if cfg.eval_draws > 1:  # its chunks then hold the re-drawn correctness too (keys of R = 1 unchanged)
+            key["eval_draws"] = cfg.eval_draws
         tag = f"{an}-{path_name(dname)}-{eps_str(eps).replace('/', '-')}"
         folder = self.dstate / f"adaptive-{tag}-{stable_hash(key)}"
         if init is not None:  # its chunks may be gone (a deleted .state): loads them, or remakes them
@@ -444,6 +446,8 @@ class GridRunner:
         key = {**self.base_key, "attack": self.attack_record_cfg(aname, eps, attack), "defense": dname,
                "params": defense.params(), "threat_model": threat,
                "adaptive": adaptive.config() if adaptive is not None else None, "limit": self.cfg.limit}
+        if self.cfg.eval_draws > 1:  # a record with re-drawn metrics is another record (keys of R = 1 unchanged)
+            key["eval_draws"] = self.cfg.eval_draws
         stem = (f"{path_name(aname)}_{eps_str(eps).replace('/', '-')}_{path_name(dname)}_{threat}_"
                 f"{stable_hash(key, 8)}")
         return self.out / self.data.name / f"{stem}.json", stable_hash(key, 32)
