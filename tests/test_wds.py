@@ -267,6 +267,33 @@ def test_mirror_with_a_different_split_is_marked(tmp_path):
     assert len(list((out / ".state" / "eurosat").glob("clean-*"))) == 2
 
 
+def test_clip_benchmarks_vtab_ids_with_another_split_mean_the_mirror(tmp_path, capsys):
+    """CLIP_benchmark's vtab/eurosat and vtab/caltech101 are VTAB's splits (5,400 and 6,084 images), not our whole
+    datasets (27,000 and 8,677): the id reads the mirror that holds that split, never the whole dataset."""
+    from counterclip.cli import main
+    from counterclip.data.aliases import canonical
+
+    assert canonical("vtab/caltech101") == "wds/vtab/caltech101" and canonical("vtab/eurosat") == "wds/vtab/eurosat"
+    assert canonical("vtab/pets") == "oxford-pets"  # VTAB's test split is the official one: our key
+    _registry_mirror(tmp_path, "eurosat")
+    for p in load_raw("eurosat"):  # the whole dataset in torchvision's layout too: the id must not take it
+        p = tmp_path / "eurosat" / "2750" / p / f"{p}_1.jpg"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(_encode(_fmnist_images(1)[0][0], "jpg"))
+    with pytest.warns(UserWarning):
+        data = get_dataset("vtab/eurosat", data_root=tmp_path, image_size=28, allow_partial=True)
+    assert data.name == "wds/vtab/eurosat" and data.source == "wds:clip-benchmark/wds_vtab-eurosat"
+    assert "VTAB" in data.record_fields()["split_note"] and len(data) == 6
+    assert main(["datasets", "show", "vtab/caltech101"]) == 2
+    assert "wds/vtab/caltech101" in capsys.readouterr().err
+
+
+def load_raw(key):
+    from counterclip.data.paper import load_metadata
+
+    return load_metadata(key)["raw_classes"]
+
+
 def test_a_missing_shard_fails_in_one_line_unless_allowed(tmp_path):
     folder = _registry_mirror(tmp_path, "stanford-cars", drop_shard=True)
     with pytest.raises(CounterclipError, match="1 of 3 shards missing") as e:

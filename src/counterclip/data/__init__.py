@@ -126,12 +126,11 @@ def get_dataset(name: str, split: str = "test", data_root=None, download: bool =
     fgvc_aircraft, vtab/...) are aliases of the registry keys."""
     from . import sources
 
-    key = name.lower()
-    if key.startswith("wds/"):
+    key = name if name.lower().startswith("wds/") else canonical(name)  # vtab/caltech101 -> its mirror
+    if key.lower().startswith("wds/"):
         check_style(prompts)
-        return sources.mirror_dataset(name[len("wds/"):], split, data_root, download, image_size, resize,
+        return sources.mirror_dataset(key[len("wds/"):], split, data_root, download, image_size, resize,
                                       allow_partial, prompts)
-    key = canonical(name)
     if key not in BUILDERS:
         raise UnknownNameError("dataset", name, [*BUILDERS, "wds/<name>"])
     check_style(prompts)

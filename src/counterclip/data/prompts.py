@@ -90,7 +90,11 @@ def show(key: str, style: str = DEFAULT_PROMPTS) -> dict:
     """What ``counterclip datasets show KEY --json`` prints (CLIP_benchmark's ``--dump_classnames`` idea)."""
     from .aliases import canonical
 
-    key = canonical(key)  # CLIP_benchmark's ids (pets, cars, imagenet1k, ...) as everywhere else
+    given, key = key, canonical(key)  # CLIP_benchmark's ids (pets, cars, imagenet1k, ...) as everywhere else
+    if key.startswith("wds/"):
+        raise CounterclipError(f"{given} is read from the webdataset mirror {key}, whose class names and templates "
+                               "are its own classnames.txt and zeroshot_classification_templates.txt (no packaged "
+                               "set to show)")
     ps = prompt_set(key, style)
     out = {"dataset": key, "prompts": style, "classnames": ps["classnames"], "templates": ps["templates"],
            "source": ps["source"]}
