@@ -249,6 +249,20 @@ def test_eval_draws_on_a_folder_run_without_them_gives_the_draws(tmp_path):
     assert len(rows) == 2 and all("all 3 draws" in line for line in rows)
 
 
+def test_square_listed_first_is_still_compared_with_the_white_box_attacks(tmp_path):
+    """--attack square,pgd: Square's black-box-vs-white-box check needs PGD's result on the same samples, so the
+    order the attacks are listed in must not turn the check into 'no white-box result'."""
+    from counterclip.evaluation.config import EvalConfig
+    from counterclip.evaluation.grid import GridRunner
+
+    cfg = EvalConfig(output=str(tmp_path), datasets=["fashion-mnist"], attacks=["square", "pgd"], eps=["8/255"],
+                     steps=2, square_queries=10, defenses=["none"], limit=6, batch_size=6, probe_size=2)
+    GridRunner(cfg, log=lambda s: None).run()
+    (rec,) = [json.loads(p.read_text()) for p in (tmp_path / "fashion-mnist").glob("square_*.json")]
+    check = rec["sanity"]["black_box_beats_white_box"]
+    assert check["passed"] is not None and "best white-box" in check["detail"]
+
+
 def test_paper_preset_runs_aa_paper_at_4_255_only():
     from counterclip.evaluation.config import PRESETS
 
