@@ -138,6 +138,23 @@ def test_rerun_after_the_download_resumes_instead_of_recomputing(mirror, tmp_pat
     assert len(list((tmp_path / ".state").rglob("clean-*"))) == 1
 
 
+def test_allow_partial_also_covers_the_calibration_split(tmp_path):
+    """--tau-thres auto calibrates on the train split: with --allow-partial, a train split missing a shard is used
+    (the user accepted partial copies), not silently swapped for held-out test images."""
+    from counterclip.cli import main
+
+    copy, _ = build_mirror(tmp_path, n=12, per_shard=6)
+    build_mirror(tmp_path / "t", n=14, per_shard=7, split="train")
+    (tmp_path / "t" / "wds_mini" / "train").rename(copy / "train")
+    (copy / "train" / "1.tar").unlink()
+    with pytest.warns(UserWarning, match="allow-partial"):
+        assert main(["eval", "--model", "tiny-fmnist", "--dataset", "wds/mini", "--data-root", str(copy),
+                     "--attack", "none", "--defense", "ttc", "--tau-thres", "auto", "--allow-partial",
+                     "--output", str(tmp_path / "out")]) == 0
+    (rec, _), = _records(tmp_path / "out").values()
+    assert rec["defense"]["params"]["calibration"]["source"] == "wds/mini train split"
+
+
 def test_parent_folder_serves_several_mirrors_and_ignores_other_copies(mirror, tmp_path):
     copy, _ = mirror
     assert wds.local_copy("mini", copy.parent) == copy  # DIR/wds_mini

@@ -186,7 +186,8 @@ class GridRunner:
             if self.data.name == "imagefolder":  # one folder, no splits
                 raise CounterclipError("imagefolder has no train split")
             held = get_dataset(self.data.name, split="train", data_root=self.cfg.data_root,
-                               image_size=self.image_size, resize=self.cfg.resize, prompts=self.cfg.prompts)
+                               image_size=self.image_size, resize=self.cfg.resize, prompts=self.cfg.prompts,
+                               allow_partial=self.cfg.allow_partial)  # as the evaluated split was read
             source, pool = f"{self.data.name} train split", torch.arange(len(held))
         except (CounterclipError, ValueError):  # no train split here: held-out test images instead
             held = self.data
