@@ -142,6 +142,8 @@ def test_allow_partial_also_covers_the_calibration_split(tmp_path):
     """--tau-thres auto calibrates on the train split: with --allow-partial, a train split missing a shard is used
     (the user accepted partial copies), not silently swapped for held-out test images."""
     from counterclip.cli import main
+    from counterclip.evaluation.config import EvalConfig
+    from counterclip.evaluation.grid import GridRunner
 
     copy, _ = build_mirror(tmp_path, n=12, per_shard=6)
     build_mirror(tmp_path / "t", n=14, per_shard=7, split="train")
@@ -153,6 +155,10 @@ def test_allow_partial_also_covers_the_calibration_split(tmp_path):
                      "--output", str(tmp_path / "out")]) == 0
     (rec, _), = _records(tmp_path / "out").values()
     assert rec["defense"]["params"]["calibration"]["source"] == "wds/mini train split"
+    # without it, the error says why the train split was not used (it said "no train split here")
+    with pytest.raises(CounterclipError, match=r"no usable train split here \(.*1 of 2 shards missing"):
+        GridRunner(EvalConfig(output=str(tmp_path / "o2"), datasets=["wds/mini"], data_root=str(copy),
+                              defenses=["ttc"], tau_thres="auto"), log=lambda *a: None).run()
 
 
 def test_parent_folder_serves_several_mirrors_and_ignores_other_copies(mirror, tmp_path):

@@ -189,14 +189,15 @@ class GridRunner:
                                image_size=self.image_size, resize=self.cfg.resize, prompts=self.cfg.prompts,
                                allow_partial=self.cfg.allow_partial)  # as the evaluated split was read
             source, pool = f"{self.data.name} train split", torch.arange(len(held))
-        except (CounterclipError, ValueError):  # no train split here: held-out test images instead
+        except (CounterclipError, ValueError) as e:  # no train split here: held-out test images instead
+            why = str(e)
             held = self.data
             used = set(self.indices.tolist())
             pool = torch.tensor([i for i in range(len(held)) if i not in used], dtype=torch.long)
             source = f"{self.data.name} {self.data.split} images outside the evaluated selection"
             if len(pool) == 0:
-                raise CounterclipError("--tau-thres auto needs held-out images: this dataset has no train split "
-                                       "here and --limit selects all of it; lower --limit") from None
+                raise CounterclipError("--tau-thres auto needs held-out images: this dataset has no usable train "
+                                       f"split here ({why}) and --limit selects all of it; lower --limit") from None
         pick = pool[select_indices(len(pool), n_cal, self.cfg.seed + 1)]
         ds = held.dataset
         x = ds.x[pick] if hasattr(ds, "x") else torch.stack([ds[int(i)][0] for i in pick])
