@@ -317,6 +317,14 @@ def load_raw(key):
     return load_metadata(key)["raw_classes"]
 
 
+@pytest.mark.parametrize("name", ["wds/", "wds/../x", "wds/a//b", "wds/-x", "wds/a b"])
+def test_a_malformed_mirror_name_is_one_line(tmp_path, name):
+    with pytest.raises(CounterclipError, match="not a mirror name") as e:
+        get_dataset(name, data_root=tmp_path)
+    assert "\n" not in str(e.value)
+    assert wds.valid_name("vtab/cifar10") and wds.valid_name("fgvc_aircraft") and wds.valid_name("imagenet-a")
+
+
 def test_a_missing_shard_fails_in_one_line_unless_allowed(tmp_path):
     folder = _registry_mirror(tmp_path, "stanford-cars", drop_shard=True)
     with pytest.raises(CounterclipError, match="1 of 3 shards missing") as e:

@@ -64,6 +64,9 @@ def mirror_dataset(name: str, split: str, data_root, download: bool, image_size,
     ``prompts="reference"`` a registry dataset's mirror takes the reference code's (relabelled by name)."""
     from . import LoadedDataset
 
+    if not wds.valid_name(name):  # it becomes a hub repo id and folder names under --output
+        raise CounterclipError(f"dataset wds/{name}: not a mirror name (CLIP_benchmark's form: wds/cars, "
+                               "wds/vtab/cifar10; letters, digits, '_', '-', '.', '/' between parts, no '..')")
     folder, how, ds, classnames = _open_mirror(name, split, data_root, download, image_size, resize,
                                                allow_partial)
     templates = _templates(wds.read_lines(folder / "zeroshot_classification_templates.txt"),

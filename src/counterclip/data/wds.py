@@ -41,6 +41,14 @@ def cleaned(name: str) -> str:
     return name.replace("/", "-")
 
 
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)*")
+
+
+def valid_name(name: str) -> bool:
+    """``name`` of ``wds/<name>`` is usable as a hub repo id and as folders under ``--output``."""
+    return bool(_NAME.fullmatch(name)) and ".." not in name
+
+
 def repo_id(name: str) -> str:
     """The hub repo of ``wds/<name>``: ``clip-benchmark/wds_<name with / replaced by ->``."""
     return f"{HUB_ORG}/wds_{cleaned(name)}"
