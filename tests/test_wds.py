@@ -339,6 +339,24 @@ def test_a_missing_shard_fails_in_one_line_unless_allowed(tmp_path):
         get_dataset("wds/cars", data_root=folder, image_size=28, allow_partial=True)
 
 
+def test_shard_files_are_closed(mirror):
+    import copy as copy_module
+    import pickle
+
+    data = get_dataset("wds/mini", data_root=mirror[0], image_size=28)
+    ds = data.dataset
+    for i in (0, 10, 23):  # three shards
+        ds[i]
+    opened = list(ds._opened)
+    assert len(opened) == 3 and not any(f.closed for f in opened)
+    clone = pickle.loads(pickle.dumps(ds))  # a DataLoader worker's copy opens its own files
+    assert clone[0][1] == ds[0][1] and clone._opened and copy_module.copy(ds) is not None
+    ds.close()
+    assert all(f.closed for f in opened) and ds[5][1] == data.dataset[5][1]  # reopens after close
+    clone.close()
+    ds.close()
+
+
 def test_an_undecodable_image_in_a_shard_is_named_in_one_line(tmp_path):
     import webdataset
 

@@ -239,6 +239,7 @@ class WdsMirror(Dataset):
                 except (tarfile.TarError, OSError) as e:
                     raise CounterclipError(f"{p}: unreadable shard ({type(e).__name__}: {e})") from None
         self._local = threading.local()
+        self._opened: list = []  # every thread's shard files, for close()
         from webdataset.autodecode import ImageHandler
 
         self._decode = ImageHandler("pil", extensions=list(IMAGE_EXTS))
@@ -255,8 +256,19 @@ class WdsMirror(Dataset):
         if files is None:
             files = self._local.files = {}
         if shard not in files:
-            files[shard] = open(self.shards[shard], "rb")  # noqa: SIM115 - kept open per thread
+            files[shard] = open(self.shards[shard], "rb")  # noqa: SIM115 - kept open per thread, closed by close()
+            self._opened.append(files[shard])
         return files[shard]
+
+    def close(self) -> None:
+        """Close the shard files every thread opened (also when the dataset is garbage-collected)."""
+        for f in self.__dict__.get("_opened", []):
+            f.close()
+        self._opened = []
+        self._local = threading.local()
+
+    def __del__(self):
+        self.close()
 
     def raw(self, i: int) -> tuple[bytes, str]:
         s = self.samples[i]
@@ -278,8 +290,10 @@ class WdsMirror(Dataset):
     def __getstate__(self):  # DataLoader workers: reopen files in each process
         state = dict(self.__dict__)
         state.pop("_local", None)
+        state.pop("_opened", None)
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._local = threading.local()
+        self._opened = []
