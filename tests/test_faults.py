@@ -93,6 +93,33 @@ def test_damaged_state_and_records_are_recomputed_with_one_warning_each(referenc
     assert_same(ref, numbers(out))
 
 
+def test_a_warning_during_a_progress_bar_stands_on_its_own_line(reference, tmp_path, monkeypatch, capsys):
+    """The CLI's one-line warning about a damaged chunk comes while that cell's progress bar is drawn: it must
+    start its own line, not be glued to the end of the bar's."""
+    import sys
+
+    from counterclip.cli import main
+
+    out = tmp_path / "run"
+    shutil.copytree(reference[0], out)
+    garbled = chunks(out, "adv-")[1]
+    data = bytearray(garbled.read_bytes())
+    data[len(data) // 3] ^= 0xFF
+    garbled.write_bytes(bytes(data))
+    for rec in out.glob("fashion-mnist/pgd_*.json"):  # so the run reads the attack's chunks again
+        rec.unlink()
+    # print warnings as a plain run does (pytest records them instead)
+    monkeypatch.setattr(warnings, "showwarning", lambda m, c, f, n, file=None, line=None:
+                        sys.stderr.write(warnings.formatwarning(m, c, f, n)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        assert main([*CLI, "--output", str(out)]) == 0
+    pieces = capsys.readouterr().err.replace("\r", "\n").splitlines()
+    hits = [p for p in pieces if "counterclip: warning:" in p]
+    assert len(hits) == 1 and str(garbled) in hits[0]
+    assert hits[0].startswith("counterclip: warning:"), hits[0]
+
+
 def test_report_skips_a_damaged_record_naming_it(reference, tmp_path, capsys):
     from counterclip.cli import main
 

@@ -106,11 +106,21 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
 def main(argv=None) -> int:
     import warnings
 
-    saved, warnings.formatwarning = warnings.formatwarning, _one_line_warning  # one line naming the file
+    saved = warnings.formatwarning, warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        from tqdm import tqdm
+
+        # a warning during a progress bar: tqdm clears the bar and redraws it after (printed plainly, the
+        # warning was glued to the end of the bar's line); still recorded where warnings are being caught
+        with tqdm.external_write_mode(file=file or sys.stderr):
+            saved[1](message, category, filename, lineno, file, line)
+
+    warnings.formatwarning, warnings.showwarning = _one_line_warning, show  # one line naming the file
     try:
         return _main(argv)
     finally:
-        warnings.formatwarning = saved
+        warnings.formatwarning, warnings.showwarning = saved
 
 
 def _main(argv) -> int:
