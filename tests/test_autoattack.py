@@ -263,6 +263,24 @@ def test_square_listed_first_is_still_compared_with_the_white_box_attacks(tmp_pa
     assert check["passed"] is not None and "best white-box" in check["detail"]
 
 
+def test_eval_draws_are_fresh_draws_and_all_draws_counts_every_one(tmp_path):
+    """The R draws are R different draws of the defense's randomness (not one draw repeated), and the all-draws
+    accuracy counts a sample robust only when every draw classifies it correctly."""
+    from counterclip.evaluation.config import EvalConfig
+    from counterclip.evaluation.grid import GridRunner
+
+    cfg = EvalConfig(output=str(tmp_path), datasets=["fashion-mnist"], attacks=["pgd"], eps=["4/255"], steps=1,
+                     defenses=["rn"], ttc_eps="48/255", limit=16, batch_size=16, probe_size=2, eval_draws=4)
+    GridRunner(cfg, log=lambda s: None).run()
+    (p,) = (tmp_path / "fashion-mnist").glob("pgd_*.json")
+    m = json.loads(p.read_text())["metrics"]
+    draws = np.load(p.with_suffix(".npz"))["robust_correct_draws"]
+    assert draws.shape == (16, 4)
+    assert any(not np.array_equal(draws[:, 0], draws[:, k]) for k in range(1, 4))  # noise this large flips some
+    assert m["robust_acc_draws"] == [float(v) / 16 for v in draws.sum(0)]
+    assert m["robust_acc_all_draws"] == float(draws.all(1).sum()) / 16 <= min(m["robust_acc_draws"])
+
+
 def test_paper_preset_runs_aa_paper_at_4_255_only():
     from counterclip.evaluation.config import PRESETS
 
