@@ -2,6 +2,7 @@
 weights (weights_only=True plus a narrow allowlist), and OpenAI-style TorchScript archives read as data."""
 
 import argparse
+import os
 import pickle
 import warnings
 import zipfile
@@ -52,6 +53,15 @@ def test_object_dtype_and_code_stay_refused(tiny_model, tmp_path):
         counterclip.load_model("tiny-fmnist", vision_checkpoint=str(path))
     msg = str(info.value)
     assert "refusing" in msg and "weights_only" in msg and "\n" not in msg
+    # the conversion it gives works (run here on our own, trusted file) and the result loads
+    cmd = msg.split('python -c "', 1)[1].split('" and pass', 1)[0]
+    cwd = os.getcwd()
+    try:
+        os.chdir(tmp_path)
+        exec(cmd, {})  # noqa: S102 - the hint's own code, on a file this test wrote
+    finally:
+        os.chdir(cwd)
+    counterclip.load_model("tiny-fmnist", vision_checkpoint=str(tmp_path / "weights.pt"))
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pth.tar"
     torch.save({**_training_extras(), "vision_encoder_state_dict": _tower(tiny_model), "x": _Payload(marker)}, path)

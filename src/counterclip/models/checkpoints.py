@@ -50,7 +50,10 @@ def refusal_error(path: Path, e: Exception) -> CounterclipError:
     return CounterclipError(
         f"refusing to load {path}: it is not a plain tensor checkpoint (weights_only=True failed: {why}). "
         "counterclip never unpickles code from a checkpoint (allowed besides tensors: numbers, strings, "
-        "containers, numpy scalars, argparse.Namespace); re-save it as a state dict or safetensors")
+        "containers, numpy scalars, argparse.Namespace); re-save its weights once, on a machine where you trust "
+        f"the file: python -c \"import torch; c = torch.load('{path}', weights_only=False); "
+        "torch.save(c.get('vision_encoder_state_dict', c.get('state_dict', c)) if isinstance(c, dict) else "
+        "c.state_dict(), 'weights.pt')\" and pass weights.pt")
 
 
 def _allowed_names() -> set[str]:
