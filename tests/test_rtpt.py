@@ -96,3 +96,16 @@ def test_prompts_cut_after_the_end_token_give_the_same_features(tiny_model, clas
         full = torch.nn.functional.normalize(
             tiny_model.encode_text([f"a photo of a {n}." for n in classifier.classnames]), dim=-1)
     assert torch.allclose(cut, full, atol=1e-5)
+
+
+def test_reference_self_mask_quirk_is_an_option():
+    """``S >= 1`` misses a self-similarity that rounds below 1 (the reference code's quirk); the diagonal mask
+    does not."""
+    f = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]]), dim=-1)
+    f[0] = f[0] * (1 - 1e-7)  # |f0| slightly below 1: its self-similarity is < 1.0
+    diag = reliability_weights(f.unsqueeze(0), neighbours=1, temperature=0.01)[0]
+    quirk = reliability_weights(f.unsqueeze(0), neighbours=1, temperature=0.01, self_mask="reference")[0]
+    assert not torch.allclose(diag, quirk)
+    assert quirk[0] > 0.99  # view 0 counted its own similarity as its best neighbour
+    with pytest.raises(ValueError):
+        RTPT(self_mask="S>=1")

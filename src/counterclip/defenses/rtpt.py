@@ -81,12 +81,18 @@ def select_confident(logits: torch.Tensor, top: float) -> torch.Tensor:
     return entropy(logits.detach()).topk(k, dim=1, largest=False).indices
 
 
-def reliability_weights(feats: torch.Tensor, neighbours: int, temperature: float) -> torch.Tensor:
+def reliability_weights(feats: torch.Tensor, neighbours: int, temperature: float,
+                        self_mask: str = "diagonal") -> torch.Tensor:
     """``softmax(score / T)`` with ``score_i`` the mean of row i's ``neighbours`` largest cosine similarities to
-    the other views (diagonal masked). ``feats``: normalised (B, V, E)."""
+    the other views. ``feats``: normalised (B, V, E). ``self_mask="diagonal"`` masks each view's similarity to
+    itself; ``"reference"`` reproduces the reference code's test ``S >= 1.0``, which floating point can miss
+    (a self-similarity of 0.99999994 stays in) and which also drops exact duplicates of a view."""
     s = feats @ feats.transpose(1, 2)
-    eye = torch.eye(s.shape[-1], dtype=torch.bool, device=s.device)
-    s = s.masked_fill(eye, float("-inf"))
+    if self_mask == "reference":
+        s = s.masked_fill(s >= 1.0, float("-inf"))
+    else:
+        eye = torch.eye(s.shape[-1], dtype=torch.bool, device=s.device)
+        s = s.masked_fill(eye, float("-inf"))
     k = min(neighbours, s.shape[-1] - 1)
     score = s.topk(k, dim=-1).values.mean(-1)
     return torch.softmax(score / temperature, dim=-1)
@@ -94,7 +100,8 @@ def reliability_weights(feats: torch.Tensor, neighbours: int, temperature: float
 
 class RTPT(Defense):
     """``RTPT(views=64, init="a photo of a", lr=5e-3, steps=1, top=0.1, neighbours=20, temperature=0.01,
-    weight_decay=0.01, augmix=True)`` (module docstring)."""
+    weight_decay=0.01, augmix=True, self_mask="diagonal")`` (module docstring; ``self_mask="reference"``
+    reproduces the reference code's ``S >= 1`` self-similarity test, an option, not the default)."""
 
     name = "rtpt"
     randomized = True
@@ -109,7 +116,11 @@ class RTPT(Defense):
 
     def __init__(self, views: int = 64, init: str = "a photo of a", lr: float = 5e-3, steps: int = 1,
                  top: float = 0.1, neighbours: int = 20, temperature: float = 0.01, weight_decay: float = 0.01,
-                 augmix: bool = True):
+                 augmix: bool = True, self_mask: str = "diagonal"):
+        if self_mask not in ("diagonal", "reference"):
+            raise ValueError(f"self_mask must be 'diagonal' or 'reference' (the reference code's S >= 1 quirk), "
+                             f"not {self_mask!r}")
+        self.self_mask = self_mask
         if int(views) != views or views < 2:
             raise ValueError(f"views must be an integer >= 2, got {views}")
         if steps != 1:
@@ -160,7 +171,7 @@ class RTPT(Defense):
         ctx1 = self._adamw(ctx, g)
         with torch.no_grad():
             logits1 = scale * feats @ pc.text_features(classifier.model, ctx1).transpose(1, 2)
-            w = reliability_weights(feats, self.neighbours, self.temperature)
+            w = reliability_weights(feats, self.neighbours, self.temperature, self.self_mask)
             return (w.unsqueeze(-1) * logits1).sum(1)
 
     def predict(self, classifier, x, generator=None):
@@ -195,10 +206,10 @@ class RTPT(Defense):
             else:
                 ctx1 = self._adamw(ctx, g.detach())
             logits1 = scale * feats @ pc.text_features(classifier.model, ctx1).transpose(1, 2)
-            w = reliability_weights(feats, self.neighbours, self.temperature)
+            w = reliability_weights(feats, self.neighbours, self.temperature, self.self_mask)
             return (w.unsqueeze(-1) * logits1).sum(1)
 
     def params(self) -> dict:
         return {"views": self.n_views, "init": self.init, "lr": self.lr, "steps": self.steps, "top": self.top,
                 "neighbours": self.neighbours, "temperature": self.temperature,
-                "weight_decay": self.weight_decay, "augmix": self.augmix}
+                "weight_decay": self.weight_decay, "augmix": self.augmix, "self_mask": self.self_mask}
