@@ -258,3 +258,15 @@ def test_duplicate_records_and_unreadable_json_are_reported(tmp_path):
     # a re-run is not a second attack: the worst case is b/x.json's own robust accuracy
     assert "| cifar10 | 1/255 | ttc | 10.00 | **10.00** | 20 |" in md
     assert "| a/x.json | flag |" in md
+
+
+def test_long_labels_make_short_distinct_figure_names(tmp_path):
+    # a folder mixing configurations labels models with their settings; figure names built from such labels
+    # once exceeded the file system's 255-byte limit ("File name too long")
+    from counterclip.report.records import slug
+
+    a = "tiny-fmnist [" + ", ".join(f"setting_{i}=value_{i}" for i in range(40)) + "]"
+    b = a.replace("value_39", "value_x")
+    assert len(slug(a)) <= 80 and len(slug(b)) <= 80 and slug(a) != slug(b)
+    (tmp_path / f"acc_vs_eps_fashion-mnist_{slug(a)}_oblivious_{slug(b)}.png").write_bytes(b"")  # creatable
+    assert slug("fashion-mnist") == "fashion-mnist"

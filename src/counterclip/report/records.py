@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -32,8 +33,13 @@ def is_excluded_from_average(dataset: str) -> bool:
     return re.sub(r"[^a-z0-9]", "", str(dataset).lower()) == "tinyimagenet"
 
 
-def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("_") or "x"
+def slug(text: str, max_len: int = 80) -> str:
+    """A file-name-safe form of ``text``; a long one (a model label that carries run settings) keeps its start and
+    a short hash of the whole, so names stay unique and below file systems' 255-byte limit."""
+    s = re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("_") or "x"
+    if len(s) > max_len:
+        s = f"{s[:max_len - 9]}_{hashlib.sha1(str(text).encode()).hexdigest()[:8]}"
+    return s
 
 
 @dataclass
@@ -197,8 +203,6 @@ def _short(value) -> str:
     text = json.dumps(value, sort_keys=True, default=str) if not isinstance(value, str) else value
     if len(text) <= 24:
         return text
-    import hashlib
-
     return "#" + hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
