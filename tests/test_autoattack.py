@@ -281,6 +281,15 @@ def test_eval_draws_are_fresh_draws_and_all_draws_counts_every_one(tmp_path):
     assert m["robust_acc_all_draws"] == float(draws.all(1).sum()) / 16 <= min(m["robust_acc_draws"])
 
 
+def test_judge_draws_is_part_of_every_versions_key():
+    """--attack-arg autoattack.judge_draws=5 changes how a randomised defense is judged in every version, so it
+    must change the configuration (records and cells are keyed by it); the default keeps the keys it had."""
+    for version in ("standard", "plus", "paper", "rand"):
+        default, five = AutoAttack(EPS, version=version), AutoAttack(EPS, version=version, judge_draws=5)
+        assert default.config() != five.config() and five.config()["judge_draws"] == 5
+    assert "judge_draws" not in AutoAttack(EPS, version="standard").config()
+
+
 def test_paper_preset_runs_aa_paper_at_4_255_only():
     from counterclip.evaluation.config import PRESETS
 

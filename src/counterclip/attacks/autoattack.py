@@ -46,6 +46,7 @@ from .square import Square
 VERSIONS = ("standard", "plus", "rand", "paper")
 MIN_CLASSES = {"apgd-dlr": 3, "apgd-t": 4, "fab-t": 2, "fab": 2}
 WHITE_BOX = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t")
+JUDGE_DRAWS = 20
 
 
 def version_components(version: str) -> tuple[str, ...]:
@@ -62,7 +63,7 @@ class AutoAttack(Attack):
     name = "autoattack"
 
     def __init__(self, eps, version: str = "standard", steps: int = 100, queries: int = 5000,
-                 n_target_classes: int = 9, eot_iter: int = 20, judge_draws: int = 20, norm: str = "linf",
+                 n_target_classes: int = 9, eot_iter: int = 20, judge_draws: int = JUDGE_DRAWS, norm: str = "linf",
                  generator=None, dtype=torch.float32):
         super().__init__(eps, norm, generator, dtype)
         if version not in VERSIONS:
@@ -159,6 +160,8 @@ class AutoAttack(Attack):
                    n_target_classes=self.n_target_classes, components=list(version_components(self.version)))
         if self.version == "rand":
             cfg.update(eot_iter=self.eot_iter, judge_draws=self.judge_draws)
+        elif self.judge_draws != JUDGE_DRAWS:  # every version judges a randomised defense on these draws (the
+            cfg["judge_draws"] = self.judge_draws  # default's keys unchanged)
         return cfg
 
 
