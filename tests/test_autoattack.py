@@ -288,6 +288,9 @@ def test_judge_draws_is_part_of_every_versions_key():
         default, five = AutoAttack(EPS, version=version), AutoAttack(EPS, version=version, judge_draws=5)
         assert default.config() != five.config() and five.config()["judge_draws"] == 5
     assert "judge_draws" not in AutoAttack(EPS, version="standard").config()
+    from counterclip.attacks.pgd import PGD  # likewise --attack-arg pgd.random_start=false
+
+    assert PGD(EPS).config() != PGD(EPS, random_start=False).config() and "random_start" not in PGD(EPS).config()
 
 
 def test_paper_preset_runs_aa_paper_at_4_255_only():

@@ -80,6 +80,8 @@ class PGD(Attack):
         cfg.update(steps=self.steps, step_size=self.step_size, step_size_str=eps_str(self.step_size), loss=self.loss)
         if self.loss == "cw":
             cfg["kappa"] = self.kappa
+        if not self.random_start:  # --attack-arg pgd.random_start=false is another attack (default keys unchanged)
+            cfg["random_start"] = False
         return cfg
 
 
