@@ -293,6 +293,22 @@ def test_judge_draws_is_part_of_every_versions_key():
     assert PGD(EPS).config() != PGD(EPS, random_start=False).config() and "random_start" not in PGD(EPS).config()
 
 
+def test_attack_args_reach_autoattack_and_bad_values_fail_up_front(tmp_path):
+    """--attack-arg autoattack.steps / .version (listed as valid) set AutoAttack's own iterations and version
+    (steps was taken as the grid's --steps and silently ignored; version failed mid-run on a duplicate keyword);
+    a bad value fails before any cell runs, naming the argument."""
+    from counterclip.evaluation.config import EvalConfig
+    from counterclip.evaluation.grid import GridRunner
+
+    cfg = EvalConfig(output=str(tmp_path), datasets=["fashion-mnist"], attacks=["autoattack"], eps=["4/255"],
+                     defenses=["none"], limit=2, batch_size=2, probe_size=2, aa_steps=7,
+                     attack_args={"autoattack": {"steps": 1, "version": "paper"}}).validate()
+    atk = GridRunner(cfg, log=lambda s: None).attack_for("autoattack", EPS)
+    assert (atk.steps, atk.version) == (1, "paper")
+    with pytest.raises(ValueError, match="square.queries='abc'"):
+        EvalConfig(output=str(tmp_path), attacks=["square"], attack_args={"square": {"queries": "abc"}}).validate()
+
+
 def test_paper_preset_runs_aa_paper_at_4_255_only():
     from counterclip.evaluation.config import PRESETS
 

@@ -36,6 +36,14 @@ def __getattr__(name):
     raise AttributeError(name)
 
 
+def attack_arg_kwargs(name: str, args: dict) -> dict:
+    """``--attack-arg NAME.key=value`` as ``build_attack`` keywords: AutoAttack's own ``steps`` and ``version``
+    are ``aa_steps`` and ``aa_version`` there (its ``steps`` would be taken as the grid's ``--steps``)."""
+    if name.lower() in ("autoattack", "aa-paper"):
+        return {{"steps": "aa_steps", "version": "aa_version"}.get(k, k): v for k, v in args.items()}
+    return dict(args)
+
+
 def build_attack(name: str, eps, steps: int = 10, step_size=1 / 255, norm: str = "linf", generator=None,
                  queries: int = 5000, aa_version: str = "standard", aa_steps: int = 100, **kw) -> Attack:
     """An attack by its CLI word: pgd, cw, apgd-ce, apgd-dlr, apgd-t, fab-t, fab, square (``queries``), autoattack

@@ -102,6 +102,14 @@ class EvalConfig:
                 raise ValueError(f"--attack-arg for {a!r}, which is not among --attack {','.join(self.attacks)}")
             if a not in self.objects or isinstance(self.objects[a], type):
                 check_attack_args(a, args, self.objects.get(a))
+            if a not in self.objects and not is_plugin(a) and args:  # a bad value now, naming it, not mid-run
+                from ..attacks import attack_arg_kwargs, build_attack
+
+                try:
+                    build_attack(a, 1 / 255, **attack_arg_kwargs(a, args))
+                except (ValueError, TypeError) as e:
+                    shown = ", ".join(f"{a}.{k}={v!r}" for k, v in args.items())
+                    raise ValueError(f"--attack-arg {shown}: {e}") from None
         if self.threat_model not in THREAT_MODELS:
             raise UnknownNameError("threat model", self.threat_model, THREAT_MODELS)
         for e in self.eps + [self.ttc_eps, self.ttc_step_size]:

@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import __version__
-from ..attacks import build_attack
+from ..attacks import attack_arg_kwargs, build_attack
 from ..attacks.pgd import auto_step_size
 from ..budgets import eps_str, parse_eps
 from ..defenses import DEFENSES, TTC, build_defense
@@ -140,7 +140,8 @@ class GridRunner:
         if obj is not None:
             return obj(eps)
         return build_attack(name, eps, **{"steps": cfg.steps, "step_size": step, "queries": cfg.square_queries,
-                                          "aa_version": cfg.aa_version, "aa_steps": cfg.aa_steps, **args})
+                                          "aa_version": cfg.aa_version, "aa_steps": cfg.aa_steps,
+                                          **attack_arg_kwargs(name, args)})
 
     def defense_for(self, name: str):
         cfg = self.cfg
