@@ -437,3 +437,30 @@ def test_fab_t_agrees_per_sample_with_the_autoattack_source(classifier, batch):
     print(f"FAB-T-20 (3 targets) 4/255 on 64 images, fooled: ours {int(a.sum())}, AutoAttack source {int(b.sum())}")
     assert ref_pkg is not None and torch.equal(a, b)
     assert (ours - ref)[a & b].abs().max() < 1e-5
+
+
+def test_adaptive_autoattack_uses_eot_through_a_randomised_defense_in_every_version(tmp_path):
+    """Through a randomised defense every version's APGD components average gradients over --eot-samples draws
+    (not only rand's); a deterministic defense keeps one draw, and the records' configs say which."""
+    from counterclip.attacks.autoattack import AdaptiveAutoAttack, AutoAttack
+    from counterclip.evaluation.config import EvalConfig
+    from counterclip.evaluation.grid import GridRunner
+
+    aa = AdaptiveAutoAttack(AutoAttack(4 / 255, version="paper", steps=2), "bpda", eot_samples=3)
+    assert [c.eot_iter for c in aa.aa.components(10)] == [3, 3]
+    assert aa.config()["eot_iter"] == 3 and aa.config()["eot_all_versions"] is True
+    plain = AdaptiveAutoAttack(AutoAttack(4 / 255, version="paper", steps=2), "bpda")
+    assert [c.eot_iter for c in plain.aa.components(10)] == [1, 1] and "eot_iter" not in plain.config()
+
+    cfg = EvalConfig(output=str(tmp_path), datasets=["fashion-mnist"], attacks=["aa-paper"], eps=["4/255"],
+                     defenses=["rn", "tte"], limit=6, batch_size=6, probe_size=4, aa_steps=2,
+                     threat_model="adaptive", eot_samples=2, adaptive_attacks=["eot-pgd"])
+    GridRunner(cfg, log=lambda *_: None).run()
+    seen = {}
+    for p in (tmp_path / "fashion-mnist").glob("*.json"):
+        r = json.loads(p.read_text())
+        if r.get("threat_model") == "adaptive" and r["adaptive_attack"]["name"].startswith("aa-paper"):
+            seen[(r["defense"]["name"], r["adaptive_attack"]["name"])] = r["adaptive_attack"].get("eot_iter")
+    assert seen and all(v == 2 for (d, _), v in seen.items() if d == "rn")
+    assert all(v is None for (d, _), v in seen.items() if d == "tte")
+    assert {d for d, _ in seen} == {"rn", "tte"}

@@ -64,12 +64,15 @@ class AutoAttack(Attack):
 
     def __init__(self, eps, version: str = "standard", steps: int = 100, queries: int = 5000,
                  n_target_classes: int = 9, eot_iter: int = 20, judge_draws: int = JUDGE_DRAWS, norm: str = "linf",
-                 generator=None, dtype=torch.float32):
+                 generator=None, dtype=torch.float32, eot_all_versions: bool = False):
         super().__init__(eps, norm, generator, dtype)
         if version not in VERSIONS:
             raise UnknownNameError("AutoAttack version", version, VERSIONS)
         self.version, self.steps, self.queries = version, int(steps), int(queries)
         self.n_target_classes, self.eot_iter, self.judge_draws = int(n_target_classes), int(eot_iter), int(judge_draws)
+        # EOT in the APGD components of every version, not just rand's: what an adaptive run through a
+        # randomised defense needs (a single draw per step attacks one noise sample, not the defense)
+        self.eot_all_versions = bool(eot_all_versions)
         self.name = "aa-paper" if version == "paper" else "autoattack"
         self.last_broken_by: torch.Tensor | None = None
         self.last_stages: dict | None = None
@@ -78,7 +81,7 @@ class AutoAttack(Attack):
     def build(self, key: str) -> Attack:
         eps, n, kw = self.eps, self.steps, {"norm": self.norm, "dtype": self.dtype}
         restarts = 5 if self.version == "plus" else 1
-        eot = self.eot_iter if self.version == "rand" else 1
+        eot = self.eot_iter if self.version == "rand" or self.eot_all_versions else 1
         if key in ("apgd-ce", "apgd-dlr"):
             return APGD(eps, steps=n, loss=key[5:], restarts=restarts, eot_iter=eot, **kw)
         if key == "apgd-t":
@@ -158,8 +161,10 @@ class AutoAttack(Attack):
         cfg = super().config()
         cfg.update(version=self.version, steps=self.steps, queries=self.queries,
                    n_target_classes=self.n_target_classes, components=list(version_components(self.version)))
-        if self.version == "rand":
+        if self.version == "rand" or self.eot_all_versions:
             cfg.update(eot_iter=self.eot_iter, judge_draws=self.judge_draws)
+            if self.version != "rand":
+                cfg["eot_all_versions"] = True
         elif self.judge_draws != JUDGE_DRAWS:  # every version judges a randomised defense on these draws (the
             cfg["judge_draws"] = self.judge_draws  # default's keys unchanged)
         return cfg
@@ -168,9 +173,13 @@ class AutoAttack(Attack):
 class AdaptiveAutoAttack:
     """AutoAttack through a defense: ``attack(defense, classifier, x, y, generator=None)`` runs ``aa`` against
     ``Defended(defense, classifier, differentiable=mode)`` (the adaptive-attack call contract of
-    ``counterclip.attacks.adaptive``). EOT over a randomised defense comes with the ``rand`` version."""
+    ``counterclip.attacks.adaptive``). ``eot_samples`` (for a randomised defense): the APGD components of any
+    version average their gradients over that many draws of the defense's randomness (``rand`` keeps its own
+    ``eot_iter``)."""
 
-    def __init__(self, aa: AutoAttack, mode: str = "full"):
+    def __init__(self, aa: AutoAttack, mode: str = "full", eot_samples: int | None = None):
+        if eot_samples is not None and eot_samples > 1 and aa.version != "rand":
+            aa.eot_all_versions, aa.eot_iter = True, int(eot_samples)
         self.aa, self.mode, self.eps = aa, mode, aa.eps
         self.name = f"{aa.name}-{mode}"
 

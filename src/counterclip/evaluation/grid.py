@@ -389,7 +389,8 @@ class GridRunner:
         else:
             kw["eot_samples"] = cfg.eot_samples
         if mode is not None:  # a composed attack (AutoAttack) through the defense's gradient mode
-            atk = AdaptiveAutoAttack(self.attack_for(an, eps), mode)
+            atk = AdaptiveAutoAttack(self.attack_for(an, eps), mode,
+                                     eot_samples=cfg.eot_samples if getattr(defense, "randomized", False) else None)
             an = atk.name
         else:
             atk = build_adaptive(an, eps=eps, **kw)
