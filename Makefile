@@ -17,9 +17,9 @@ $(STAMP): pyproject.toml constraints/torch.txt
 	@# torchattacks (dev-only yardstick for our PGD/APGD) pins requests~=2.25.1, which would downgrade
 	@# requests; it imports fine without it, so install it alone
 	$(PY) -m pip install -q --no-deps torchattacks==3.5.1
-	@# clip-benchmark (dev-only yardstick: its webdataset reader checks ours) pulls pycocoevalcap and
-	@# scikit-learn, which it does not need for that; install it alone too
-	$(PY) -m pip install -q --no-deps clip-benchmark==1.6.2
+	@# clip-benchmark (dev-only yardstick: its webdataset reader checks ours, and its own `build` must read our
+	@# records): its cli imports pycocoevalcap and scikit-learn, so it comes with its dependencies
+	$(PY) -m pip install -q -c constraints/torch.txt clip-benchmark==1.6.2
 	@touch $(STAMP)
 
 data:
