@@ -89,3 +89,19 @@ def test_pretrained_is_always_a_string(tmp_path):
     assert pretrained_label("tiny-fmnist", None) == "tiny-fmnist"
     assert pretrained_label("hf:" + str(tmp_path), None) == tmp_path.name
     assert pretrained_label("hf:openai/clip-vit-base-patch32", None) == "openai/clip-vit-base-patch32"
+
+
+def test_build_names_itself_when_it_skips_a_damaged_record(run_dir, tmp_path):
+    import shutil
+
+    from counterclip.report.benchmark import collect
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns(".state"))
+    victim = sorted((copy / "fashion-mnist").glob("*.json"))[0]
+    data = json.loads(victim.read_text())
+    data["metrics"]["acc1"] = 1.0  # edited after the fact: its seal no longer matches
+    victim.write_text(json.dumps(data))
+    with pytest.warns(UserWarning, match=r"^build: skipped damaged record .*" + victim.name):
+        rows = collect([copy])
+    assert len(rows) == 3

@@ -65,10 +65,7 @@ def collect(paths) -> list[dict]:
     for p in paths:
         p = Path(p)
         if p.is_dir():
-            try:
-                records = load_records(p)
-            except CounterclipError as e:  # say which command failed
-                raise CounterclipError("build: " + str(e).removeprefix("report: ")) from None
+            records = load_records(p, command="build")
             for r in records:
                 if (p / r.path).resolve() not in seen:  # a folder and its subfolder: each record once
                     seen.add((p / r.path).resolve())

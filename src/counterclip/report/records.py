@@ -250,14 +250,15 @@ def _assign_labels(records: list[Record]) -> None:
             r.attack_label = r.attack
 
 
-def load_records(run_dir, skip_under=(), problems: list | None = None) -> list[Record]:
+def load_records(run_dir, skip_under=(), problems: list | None = None, command: str = "report") -> list[Record]:
     """All result records below ``run_dir``; ``.state/`` folders, non-records and ``skip_under`` are ignored.
 
-    Unreadable JSON files are skipped with a warning (also appended to ``problems`` when given).
+    Unreadable JSON files are skipped with a warning (also appended to ``problems`` when given); warnings and
+    errors start with ``command`` (the CLI command reading the records).
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise CounterclipError(f"report: {run_dir} is not a directory")
+        raise CounterclipError(f"{command}: {run_dir} is not a directory")
     skip = [Path(p).resolve() for p in skip_under]
     records = []
     for path in sorted(run_dir.rglob("*.json")):
@@ -271,7 +272,7 @@ def load_records(run_dir, skip_under=(), problems: list | None = None) -> list[R
             data = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
             msg = f"skipped unreadable {rel.as_posix()} ({exc})"
-            warnings.warn(f"report: {msg}", stacklevel=2)
+            warnings.warn(f"{command}: {msg}", stacklevel=2)
             if problems is not None:
                 problems.append(msg)
             continue
@@ -285,13 +286,13 @@ def load_records(run_dir, skip_under=(), problems: list | None = None) -> list[R
                 problem = f"malformed ({type(exc).__name__}: {exc})"
         if problem is not None:
             msg = f"skipped damaged record {rel.as_posix()}: {problem}"
-            warnings.warn(f"report: {msg}", stacklevel=2)
+            warnings.warn(f"{command}: {msg}", stacklevel=2)
             if problems is not None:
                 problems.append(msg)
             continue
         records.append(rec)
     if not records:
-        raise CounterclipError(f"report: no result records (JSON files with \"metrics\") found under {run_dir}")
+        raise CounterclipError(f"{command}: no result records (JSON files with \"metrics\") found under {run_dir}")
     _assign_config_labels(records)
     _assign_labels(records)
     return records
