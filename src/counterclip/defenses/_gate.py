@@ -9,6 +9,19 @@ import torch
 from .. import rng
 
 
+@torch.no_grad()
+def quantile_threshold(score_of, x_clean: torch.Tensor, level: float, batch_size: int = 256, generator=None):
+    """``(threshold, scores)``: ``score_of(x_batch, generator)`` over clean images in batches (per-sample
+    generators follow their images), and the ``level`` quantile of the scores. TTC's tau_thres="auto" and every
+    CalibratedGate calibrate this way."""
+    per_sample = generator is not None and not isinstance(generator, torch.Generator)
+    scores = torch.cat([score_of(x_clean[i:i + batch_size],
+                                 rng.subset(generator, range(i, min(i + batch_size, len(x_clean))))
+                                 if per_sample else generator).float().cpu()
+                        for i in range(0, len(x_clean), batch_size)])
+    return float(torch.quantile(scores.double(), level)), scores
+
+
 class CalibratedGate:
     """Mixin: ``gate_thres`` (float or "auto"), ``gate_quantile``, ``calibrate(encoder, x_clean)``.
 
@@ -41,13 +54,9 @@ class CalibratedGate:
         """Set ``gate_thres`` from clean held-out images and return it; ``self.calibration`` says what was
         measured."""
         q = self.gate_quantile if q is None else float(q)
-        per_sample = generator is not None and not isinstance(generator, torch.Generator)
-        scores = torch.cat([self.score_of(encoder, x_clean[i:i + batch_size],
-                                          rng.subset(generator, range(i, min(i + batch_size, len(x_clean))))
-                                          if per_sample else generator).float().cpu()
-                            for i in range(0, len(x_clean), batch_size)])
         level = q if self.gate_purifies == "below" else 1 - q
-        thr = float(torch.quantile(scores.double(), level))
+        thr, scores = quantile_threshold(lambda x, g: self.score_of(encoder, x, g), x_clean, level, batch_size,
+                                         generator)
         self.gate_thres = thr
         self.calibration = {"q": q, "quantile_level": level, "n": len(scores), "gate_thres": thr,
                             "score_mean": float(scores.mean()), "score_median": float(scores.median())}

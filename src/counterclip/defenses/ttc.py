@@ -23,6 +23,7 @@ import torch
 
 from .. import rng
 from ..budgets import parse_eps
+from ._gate import quantile_threshold
 from ._grad import identity_st, input_grad_graph, second_order, sign_st
 from .base import Defense
 
@@ -178,12 +179,8 @@ class TTC(Defense):
         """Set ``tau_thres`` to the q-quantile of tau over clean calibration images (held out from the test
         set, e.g. the training split), and return it. ``self.calibration`` records what was measured."""
         q = self.tau_quantile if q is None else float(q)
-        taus = torch.cat([self.tau_of(encoder, x_clean[i:i + batch_size],
-                                      generator=rng.subset(generator, range(i, min(i + batch_size, len(x_clean))))
-                                      if generator is not None and not isinstance(generator, torch.Generator)
-                                      else generator).cpu()
-                          for i in range(0, len(x_clean), batch_size)])
-        thr = float(torch.quantile(taus.double(), q))
+        thr, taus = quantile_threshold(lambda x, g: self.tau_of(encoder, x, generator=g), x_clean, q, batch_size,
+                                       generator)
         self.tau_thres = thr
         self.calibration = {"q": q, "n": len(taus), "tau_thres": thr, "tau_mean": float(taus.mean()),
                             "tau_median": float(taus.median())}
