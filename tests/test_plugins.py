@@ -202,3 +202,52 @@ def test_public_state_is_stable_across_runs():
 
     assert public_state(D()) == public_state(D()) == {"fn": "<function>", "helper": f"<{Helper.__qualname__}>",
                                               "kernel": 3}
+
+
+def test_attack_args_reach_the_adaptive_attacks_by_name(tmp_path):
+    """--attack-arg eot-pgd.steps=3 strengthens the adaptive attack alone (it must be named: an unprefixed
+    key still goes to the one oblivious attack); a bad key or value fails before the run, in one line."""
+    from counterclip.cli import build_parser
+    from counterclip.cli_commands import eval_config
+
+    args = build_parser().parse_args(["eval", "--dataset", "fashion-mnist", "--attack", "pgd", "--defense", "rn",
+                                      "--threat-model", "both", "--attack-arg", "steps=2",
+                                      "--attack-arg", "eot-pgd.steps=3", "--attack-arg", "gate-aware.lambdas=(0,5)",
+                                      "--output", str(tmp_path)])
+    cfg = eval_config(args)
+    assert cfg.attack_args == {"pgd": {"steps": 2}, "eot-pgd": {"steps": 3}, "gate-aware": {"lambdas": (0, 5)}}
+    cfg.validate()
+    with pytest.raises(CounterclipError, match=r"unknown argument 'queries' for attack eot-pgd .*valid: steps"):
+        EvalConfig(output=str(tmp_path), attacks=["pgd"], threat_model="both",
+                   attack_args={"eot-pgd": {"queries": 9}}).validate()
+    with pytest.raises(CounterclipError, match="lambdas must be"):
+        EvalConfig(output=str(tmp_path), attacks=["pgd"], threat_model="both",
+                   attack_args={"gate-aware": {"lambdas": (-1,)}}).validate()
+    with pytest.raises(ValueError, match="needs --threat-model adaptive or both"):
+        EvalConfig(output=str(tmp_path), attacks=["pgd"], attack_args={"eot-pgd": {"steps": 3}}).validate()
+
+    base = dict(output=str(tmp_path / "run"), datasets=["fashion-mnist"], attacks=["pgd"], eps=["4/255"],
+                defenses=["rn"], limit=4, batch_size=4, probe_size=2, steps=1, threat_model="adaptive",
+                eot_samples=1)
+    GridRunner(EvalConfig(**base, attack_args={"eot-pgd": {"steps": 2, "keep": "last"}}), log=lambda *a: None).run()
+    (rec,) = [json.loads(p.read_text()) for p in (tmp_path / "run/fashion-mnist").glob("*.json")]
+    assert rec["adaptive_attack"]["name"] == "eot-pgd"
+    assert (rec["adaptive_attack"]["steps"], rec["adaptive_attack"]["keep"]) == (2, "last")  # not --steps 1
+    GridRunner(EvalConfig(**base), log=lambda *a: None).run()  # other knobs: another record beside it
+    steps = sorted(json.loads(p.read_text())["adaptive_attack"]["steps"]
+                   for p in (tmp_path / "run/fashion-mnist").glob("*.json"))
+    assert steps == [1, 2]
+    from counterclip.report import build_report
+
+    md = build_report(tmp_path / "run")["results.md"].read_text()  # one experiment, the attack named by its knobs
+    assert "different configurations" not in md
+    assert "eot-pgd[keep=best,steps=1] (adaptive)" in md and "eot-pgd[keep=last,steps=2] (adaptive)" in md
+
+    # the gate-aware attack extends the oblivious PGD point: its record names that attack's knobs too
+    GridRunner(EvalConfig(**{**base, "output": str(tmp_path / "gate"), "defenses": ["ttc"],
+                             "adaptive_attacks": ["tau-aware"], "threat_model": "both"},
+                          attack_args={"tau-aware": {"lambdas": (0, 10)}}), log=lambda *a: None).run()
+    (rec,) = [r for r in (json.loads(p.read_text()) for p in (tmp_path / "gate/fashion-mnist").glob("*.json"))
+              if r.get("adaptive_attack")]
+    assert rec["adaptive_attack"]["lambdas"] == [0.0, 10.0]
+    assert rec["adaptive_attack"]["x_init"]["name"] == "pgd" and rec["adaptive_attack"]["x_init"]["steps"] == 1

@@ -270,3 +270,28 @@ def test_long_labels_make_short_distinct_figure_names(tmp_path):
     assert len(slug(a)) <= 80 and len(slug(b)) <= 80 and slug(a) != slug(b)
     (tmp_path / f"acc_vs_eps_fashion-mnist_{slug(a)}_oblivious_{slug(b)}.png").write_bytes(b"")  # creatable
     assert slug("fashion-mnist") == "fashion-mnist"
+
+
+def test_runs_that_differ_only_in_attack_knobs_share_one_worst_case(tmp_path):
+    """A second run into the same folder with a stronger attack (--steps 100, --attack-arg eot-pgd.steps=...)
+    is the same experiment: one table, the attack named by its differing knobs, the worst case over both. A
+    setting that changes what the defense computes (the seed here) still keeps runs apart."""
+    root = tmp_path / "run"
+    weak = np.array([1] * 8 + [0] * 12, bool)              # samples 0-7 robust
+    strong = np.array([0] * 4 + [1] * 8 + [0] * 8, bool)   # samples 4-11: as many, but others
+    other = np.array([1, 0] * 4 + [0] * 12, bool)
+    for stem, steps, robust, seed in (("w", 10, weak, 0), ("s", 100, strong, 0), ("o", 10, other, 1)):
+        rec = write_record(root, stem, dataset="fashion-mnist", eps_str="4/255", defense="ttc",
+                           clean=_pattern(12), robust=robust)
+        rec["attack"]["steps"] = steps
+        rec["settings"] = {"seed": seed, "steps": steps, "attack_args": {}, "ttc_steps": 2}
+        (root / f"{stem}.json").write_text(json.dumps(rec))
+    md = build_report(root)["results.md"].read_text()
+    assert "come from 2 different configurations" in md and "[seed=0]" in md and "[seed=1]" in md
+    assert "seed=0, steps" not in md and "attack_args=" not in md  # no run label names an attack knob
+    section = "\n".join(_section(md, "## Oblivious vs adaptive attacks, and the worst case"))
+    assert "| pgd[steps=100] (obl.) | pgd[steps=10] (obl.) | worst case |" in section, section
+    row = next(line for line in section.splitlines() if "[seed=0]" in line and "| ttc |" in line)
+    assert f"| {pct(8)} | {pct(8)} | **{pct(4)}** |" in row, row  # per sample over both runs of seed 0
+    row1 = next(line for line in section.splitlines() if "[seed=1]" in line and "| ttc |" in line)
+    assert f"**{pct(4)}**" in row1  # seed 1 stands alone

@@ -39,7 +39,8 @@ def register(sub, add_model_args, add_data_args) -> None:
            "pkg.module:ClassName (default none)")
     a("--attack-arg", action="append", default=None, metavar="NAME.KEY=VALUE",
       help="a keyword argument of one attack (repeatable; NAME. optional with one attack), checked against its "
-           "signature, e.g. apgd-ce.restarts=2 or square.queries=1000")
+           "signature, e.g. apgd-ce.restarts=2 or square.queries=1000; the adaptive attacks take theirs by name, "
+           "e.g. eot-pgd.steps=100 or gate-aware.lambdas=(0,10,1000)")
     a("--eps", default=None, help="comma list of budgets, e.g. 1/255,4/255")
     a("--steps", type=int, default=None, help="attack steps (default 10)")
     a("--step-size", default=None,
@@ -97,6 +98,7 @@ def register(sub, add_model_args, add_data_args) -> None:
 
 
 def eval_config(args):
+    from .attacks.adaptive import ADAPTIVE_ATTACKS
     from .budgets import parse_list
     from .errors import CounterclipError
     from .evaluation.config import PRESETS, EvalConfig
@@ -114,7 +116,7 @@ def eval_config(args):
         output=args.output, model=args.model or preset.get("model", "tiny-fmnist"),
         pretrained=args.pretrained if args.model or args.pretrained else preset.get("pretrained"), vision_checkpoint=args.vision_checkpoint, datasets=datasets,
         data_root=args.data_root, download=args.download, allow_partial=args.allow_partial,
-        attacks=attacks, attack_args=parse_assignments(args.attack_arg, attacks, "attack"),
+        attacks=attacks, attack_args=parse_assignments(args.attack_arg, attacks, "attack", ADAPTIVE_ATTACKS),
         eps=parse_list(args.eps) if args.eps else preset.get("eps", ["1/255"]),
         steps=given(args.steps, "steps", 10), step_size=given(args.step_size, "step_size", "auto"),
         defenses=defenses, defense_args=parse_assignments(args.defense_arg, defenses, "defense"),

@@ -74,9 +74,10 @@ def parse_value(text: str):
         return t
 
 
-def parse_assignments(items, names, kind: str) -> dict:
+def parse_assignments(items, names, kind: str, prefixed=()) -> dict:
     """``["ttc.tau_thres=auto", "k=v", ...]`` -> ``{name: {key: value}}`` for the listed ``names`` (the
-    defenses or attacks of the run). ``name.`` is optional when one name (besides ``none``) is listed."""
+    defenses or attacks of the run). ``name.`` is optional when one name (besides ``none``) is listed.
+    ``prefixed``: further names that take arguments only when named (the adaptive attacks)."""
     out: dict = {}
     real = [n for n in names if n != "none"]
     for item in items or ():
@@ -85,14 +86,15 @@ def parse_assignments(items, names, kind: str) -> dict:
             raise CounterclipError(f"--{kind}-arg {item!r}: expected NAME.key=value (or key=value)")
         lhs = lhs.strip()
         target, key = None, lhs
-        for name in sorted(names, key=len, reverse=True):  # names may hold dots (pkg.mod:Cls)
+        for name in sorted([*names, *prefixed], key=len, reverse=True):  # names may hold dots (pkg.mod:Cls)
             if lhs.startswith(name + "."):
                 target, key = name, lhs[len(name) + 1:]
                 break
         if target is None:
             if "." in lhs:
+                valid = ", ".join([*real, *prefixed]) or "none"
                 raise CounterclipError(f"--{kind}-arg {item!r}: {lhs.rpartition('.')[0]!r} is not among the "
-                                       f"{kind}s of this run ({', '.join(real) or 'none'})")
+                                       f"{kind}s of this run ({valid})")
             if not real:
                 raise CounterclipError(f"--{kind}-arg {item!r}: no {kind} of this run takes arguments (only "
                                        f"{', '.join(names) or 'none'} listed)")
@@ -229,6 +231,24 @@ def check_attack_args(name: str, args: dict, cls=None) -> None:
     except (ImportError, AttributeError):
         return
     check_args(cls, args, "attack", name, reserved=("eps", "generator", "dtype") + fixed)
+
+
+# keywords the grid sets itself for an adaptive attack: its budget, its gradient mode (the word), its streams
+_ADAPTIVE_RESERVED = ("eps", "mode", "generator", "dtype")
+
+
+def check_adaptive_args(name: str, args: dict) -> None:
+    """``--attack-arg eot-pgd.steps=100``: checked against the adaptive attack's signature, then built once,
+    so a bad key or value fails now in one line, not mid-run."""
+    from .attacks.adaptive import build_adaptive, EOTPGD, GateAwarePGD
+
+    cls = EOTPGD if name in ("eot-pgd", "bpda-pgd") else GateAwarePGD
+    check_args(cls, args, "attack", name, reserved=_ADAPTIVE_RESERVED)
+    try:
+        build_adaptive(name, 1 / 255, **args)
+    except (ValueError, TypeError) as e:
+        shown = ", ".join(f"{name}.{k}={v!r}" for k, v in args.items())
+        raise CounterclipError(f"--attack-arg {shown}: {e}") from None
 
 
 def build_plugin_attack(spec, eps: float, args: dict, steps=None, step_size=None):

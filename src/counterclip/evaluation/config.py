@@ -84,7 +84,7 @@ class EvalConfig:
 
         if self.precision not in PRECISIONS:
             raise UnknownNameError("precision", self.precision, PRECISIONS)
-        from ..plugins import check_attack_args, check_args, defense_class, is_plugin
+        from ..plugins import check_adaptive_args, check_attack_args, check_args, defense_class, is_plugin
 
         for a in self.attacks:
             if a != "none" and a not in ATTACKS and not is_plugin(a) and a not in self.objects:
@@ -97,9 +97,18 @@ class EvalConfig:
                 raise ValueError(f"--defense-arg for {d!r}, which is not among --defense {','.join(self.defenses)}")
             if d not in self.objects:
                 check_args(defense_class(d), args, "defense", d)
+        from ..attacks.adaptive import ADAPTIVE_ATTACKS
+
         for a, args in self.attack_args.items():
+            if a in ADAPTIVE_ATTACKS and a not in self.attacks:  # an adaptive attack's own knobs (grid.adaptive)
+                if self.threat_model == "oblivious":
+                    raise ValueError(f"--attack-arg for the adaptive attack {a!r} needs --threat-model adaptive "
+                                     "or both")
+                check_adaptive_args(a, args)
+                continue
             if a not in self.attacks:
-                raise ValueError(f"--attack-arg for {a!r}, which is not among --attack {','.join(self.attacks)}")
+                raise ValueError(f"--attack-arg for {a!r}, which is not among --attack {','.join(self.attacks)} "
+                                 f"or the adaptive attacks {','.join(ADAPTIVE_ATTACKS)}")
             if a not in self.objects or isinstance(self.objects[a], type):
                 check_attack_args(a, args, self.objects.get(a))
             if a not in self.objects and not is_plugin(a) and args:  # a bad value now, naming it, not mid-run
@@ -126,8 +135,6 @@ class EvalConfig:
         if not (self.beta == self.beta and abs(self.beta) != float("inf")):
             raise ValueError(f"--beta must be a finite number, not {self.beta}")
         if self.adaptive_attacks is not None:
-            from ..attacks.adaptive import ADAPTIVE_ATTACKS
-
             for a in self.adaptive_attacks:
                 if a not in ADAPTIVE_ATTACKS:
                     raise UnknownNameError("adaptive attack", a, ADAPTIVE_ATTACKS)

@@ -392,8 +392,8 @@ class GridRunner:
             atk = AdaptiveAutoAttack(self.attack_for(an, eps), mode,
                                      eot_samples=cfg.eot_samples if getattr(defense, "randomized", False) else None)
             an = atk.name
-        else:
-            atk = build_adaptive(an, eps=eps, **kw)
+        else:  # --attack-arg eot-pgd.steps=100 etc. over the run's settings
+            atk = build_adaptive(an, eps=eps, **{**kw, **cfg.attack_args.get(an, {})})
         if self.finished(self.record_path(an, eps, atk, dname, defense, "adaptive", atk)) is not None:
             return
         init = self.oblivious_adv.get(eps) if an in GATE_ATTACKS else None
@@ -433,7 +433,7 @@ class GridRunner:
         self.write_record(an, eps, atk, dname, defense, "adaptive", clean_correct, res["correct"],
                           self.clean["tau"], res["tau_adv"], adaptive=atk, time_s=self.last_elapsed,
                           cost=res.get("cost"), gate=res.get("gate_pass"), broken_by=res.get("broken_by"),
-                          correct_draws=res.get("draws"))
+                          correct_draws=res.get("draws"), x_init=init[1] if init else None)
 
     # -- records ---------------------------------------------------------------------------------------------
     def attack_record_cfg(self, aname, eps, attack) -> dict:
@@ -475,7 +475,7 @@ class GridRunner:
 
     def write_record(self, aname, eps, attack, dname, defense, threat, clean_correct, robust_correct,
                      tau_clean, tau_adv, adaptive=None, time_s=None, attack_time_s=None, cost=None,
-                     gate=None, broken_by=None, correct_draws=None) -> None:
+                     gate=None, broken_by=None, correct_draws=None, x_init=None) -> None:
         if not self.dist.is_main:
             return
         cfg = self.cfg
@@ -498,6 +498,9 @@ class GridRunner:
         if adaptive is not None:
             rec["adaptive_attack"] = adaptive.config()
             rec["adaptive_attack"]["gradient"] = gradient_choice(defense, adaptive)
+            if x_init is not None:  # the oblivious attack whose point it extends (its knobs label it in the report)
+                rec["adaptive_attack"]["x_init"] = {k: v for k, v in x_init.config().items()
+                                                    if k not in ("eps", "eps_str")}
         sidecar_extra = {}
         if correct_draws is not None:
             rec["metrics"].update(composite.draws_metrics(correct_draws))

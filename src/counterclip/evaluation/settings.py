@@ -10,6 +10,13 @@ NOT_SETTINGS = {"output", "datasets", "attacks", "eps", "defenses", "threat_mode
                 "batch_size", "device", "overwrite", "probe_size", "download"}
 
 
+# Settings that only tune the attacks. Each record's own attack config says what its attack did, so the report
+# reads records that differ only in these as one experiment (one worst case over every attack that was run) and
+# names the attacks by their differing knobs instead (report/records.py).
+ATTACK_KNOBS = {"steps", "step_size", "eot_samples", "aa_version", "aa_steps", "square_queries", "attack_args",
+                "attack_eps"}
+
+
 def run_settings(cfg, model_id: dict, version: str) -> dict:
     from .state import json_plain
 

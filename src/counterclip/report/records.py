@@ -210,7 +210,10 @@ def _assign_config_labels(records: list[Record]) -> list[str]:
     """Where records were made with different run settings (seed, steps, prompts, precision, weights, package
     version, ...), label each with its differing values; model_label carries the label, so every table,
     worst case and figure keeps the configurations apart. Returns the differing setting names."""
-    settings = [r.raw.get("settings") if isinstance(r.raw.get("settings"), dict) else None for r in records]
+    from ..evaluation.settings import ATTACK_KNOBS  # these label the attacks instead (_attack_knobs)
+
+    settings = [{k: v for k, v in r.raw["settings"].items() if k not in ATTACK_KNOBS}
+                if isinstance(r.raw.get("settings"), dict) else None for r in records]
     if len({json.dumps(s, sort_keys=True, default=str) for s in settings}) <= 1:
         return []
     keys = sorted({k for s in settings if s for k in s})
@@ -220,6 +223,49 @@ def _assign_config_labels(records: list[Record]) -> list[str]:
         r.config_label = ("settings unrecorded" if s is None else
                           ", ".join(f"{k}={_short(s.get(k, '?'))}" for k in differing))
     return differing
+
+
+_NOT_KNOBS = {"name", "eps", "eps_str", "gradient", "selection", "threat_model", "step_size"}  # step_size_str stays
+
+
+def _attack_knobs(r: Record) -> dict:
+    """What the record's attack was run with (its config, nested dicts flattened to ``a.b``), but its budget."""
+    cfg = r.raw.get("adaptive_attack") if r.threat_model == "adaptive" else r.raw.get("attack")
+    out: dict = {}
+
+    def walk(d, prefix=""):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                walk(v, f"{prefix}{k}.")
+            elif prefix or k not in _NOT_KNOBS:
+                out[prefix + k] = v
+
+    if isinstance(cfg, dict):
+        walk(cfg)
+    return out
+
+
+def _label_attack_knobs(records: list[Record]) -> None:
+    """Where one cell (model, dataset, eps, defense) holds one attack run with different knobs (``--steps``,
+    ``--attack-arg eot-pgd.steps=100``, ...), label that attack everywhere with the knobs that differ, so each run
+    keeps its own column and the worst case is taken over all of them."""
+    cells: dict[tuple, list[Record]] = {}
+    for r in records:
+        if r.attacked:
+            cells.setdefault((r.attack_label, r.threat_model, r.model_label, r.dataset, r.eps_key, r.defense_label),
+                             []).append(r)
+    differing: dict[tuple, set] = {}
+    for (label, threat, *_), recs in cells.items():
+        if len(recs) > 1:
+            knobs = [_attack_knobs(r) for r in recs]
+            for k in {k for kn in knobs for k in kn}:
+                if len({json.dumps(kn.get(k, "?"), sort_keys=True, default=str) for kn in knobs}) > 1:
+                    differing.setdefault((label, threat), set()).add(k)
+    for r in records:
+        keys = sorted(differing.get((r.attack_label, r.threat_model), ()))
+        if keys and r.attacked:
+            kn = _attack_knobs(r)
+            r.attack_label += "[" + ",".join(f"{k}={_short(kn.get(k, '?'))}" for k in keys) + "]"
 
 
 def _assign_labels(records: list[Record]) -> None:
@@ -295,6 +341,7 @@ def load_records(run_dir, skip_under=(), problems: list | None = None, command: 
         raise CounterclipError(f"{command}: no result records (JSON files with \"metrics\") found under {run_dir}")
     _assign_config_labels(records)
     _assign_labels(records)
+    _label_attack_knobs(records)
     return records
 
 
