@@ -223,6 +223,9 @@ def test_attack_args_reach_the_adaptive_attacks_by_name(tmp_path):
     with pytest.raises(CounterclipError, match="lambdas must be"):
         EvalConfig(output=str(tmp_path), attacks=["pgd"], threat_model="both",
                    attack_args={"gate-aware": {"lambdas": (-1,)}}).validate()
+    with pytest.raises(ValueError, match="not among --adaptive-attack gate-aware"):
+        EvalConfig(output=str(tmp_path), attacks=["pgd"], threat_model="both", adaptive_attacks=["gate-aware"],
+                   attack_args={"eot-pgd": {"steps": 3}}).validate()
     with pytest.raises(ValueError, match="needs --threat-model adaptive or both"):
         EvalConfig(output=str(tmp_path), attacks=["pgd"], attack_args={"eot-pgd": {"steps": 3}}).validate()
 

@@ -104,6 +104,9 @@ class EvalConfig:
                 if self.threat_model == "oblivious":
                     raise ValueError(f"--attack-arg for the adaptive attack {a!r} needs --threat-model adaptive "
                                      "or both")
+                if self.adaptive_attacks is not None and a not in self.adaptive_attacks:
+                    raise ValueError(f"--attack-arg for the adaptive attack {a!r}, which is not among "
+                                     f"--adaptive-attack {','.join(self.adaptive_attacks)}")
                 check_adaptive_args(a, args)
                 continue
             if a not in self.attacks:
