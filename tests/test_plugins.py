@@ -236,6 +236,7 @@ def test_attack_args_reach_the_adaptive_attacks_by_name(tmp_path):
     (rec,) = [json.loads(p.read_text()) for p in (tmp_path / "run/fashion-mnist").glob("*.json")]
     assert rec["adaptive_attack"]["name"] == "eot-pgd"
     assert (rec["adaptive_attack"]["steps"], rec["adaptive_attack"]["keep"]) == (2, "last")  # not --steps 1
+    assert rec["adaptive_attack"]["step_size_str"] == "5/255"  # the auto step for its own 2 steps: 2.5 * 4/255 / 2
     GridRunner(EvalConfig(**base), log=lambda *a: None).run()  # other knobs: another record beside it
     steps = sorted(json.loads(p.read_text())["adaptive_attack"]["steps"]
                    for p in (tmp_path / "run/fashion-mnist").glob("*.json"))
@@ -244,13 +245,38 @@ def test_attack_args_reach_the_adaptive_attacks_by_name(tmp_path):
 
     md = build_report(tmp_path / "run")["results.md"].read_text()  # one experiment, the attack named by its knobs
     assert "different configurations" not in md
-    assert "eot-pgd[keep=best,steps=1] (adaptive)" in md and "eot-pgd[keep=last,steps=2] (adaptive)" in md
+    assert "eot-pgd[keep=best,step_size=10/255,steps=1] (adaptive)" in md
+    assert "eot-pgd[keep=last,step_size=5/255,steps=2] (adaptive)" in md
+    assert "on top of" not in md  # the heading names the attack once
 
-    # the gate-aware attack extends the oblivious PGD point: its record names that attack's knobs too
-    GridRunner(EvalConfig(**{**base, "output": str(tmp_path / "gate"), "defenses": ["ttc"],
-                             "adaptive_attacks": ["tau-aware"], "threat_model": "both"},
-                          attack_args={"tau-aware": {"lambdas": (0, 10)}}), log=lambda *a: None).run()
-    (rec,) = [r for r in (json.loads(p.read_text()) for p in (tmp_path / "gate/fashion-mnist").glob("*.json"))
-              if r.get("adaptive_attack")]
-    assert rec["adaptive_attack"]["lambdas"] == [0.0, 10.0]
-    assert rec["adaptive_attack"]["x_init"]["name"] == "pgd" and rec["adaptive_attack"]["x_init"]["steps"] == 1
+    # gate-aware's arguments reach it under its TTC name (tau-aware), and its record names the oblivious PGD
+    # point it extends; another oblivious PGD is another record, not the old one reused
+    gate = {**base, "output": str(tmp_path / "gate"), "defenses": ["ttc"], "adaptive_attacks": ["gate-aware"],
+            "threat_model": "both"}
+    for pgd_steps in (1, 2):
+        GridRunner(EvalConfig(**gate, attack_args={"gate-aware": {"lambdas": (0, 10)}, "pgd": {"steps": pgd_steps}}),
+                   log=lambda *a: None).run()
+    recs = [r for r in (json.loads(p.read_text()) for p in (tmp_path / "gate/fashion-mnist").glob("*.json"))
+            if r.get("adaptive_attack")]
+    assert sorted(r["adaptive_attack"]["x_init"]["steps"] for r in recs) == [1, 2]
+    assert {r["adaptive_attack"]["name"] for r in recs} == {"tau-aware"}
+    assert all(r["adaptive_attack"]["lambdas"] == [0.0, 10.0] for r in recs)
+
+
+def test_adaptive_attack_args_fail_up_front_with_the_reason(tmp_path):
+    """Values an attack would misread fail before the run, in words; an adaptive argument with no attack whose
+    budgets the adaptive attacks run at is refused rather than ignored."""
+    bad = {"eot-pgd": {"steps": 2.5}, "bpda-pgd": {"steps": "abc"}, "gate-aware": {"lambdas": -1},
+           "tau-aware": {"margin_frac": -2}}
+    why = {"eot-pgd": "steps must be an integer >= 0, got 2.5", "bpda-pgd": "steps must be an integer",
+           "gate-aware": "lambdas must be a non-empty list", "tau-aware": "margin_frac must be a finite number >= 0"}
+    for name, args in bad.items():
+        with pytest.raises(CounterclipError, match=why[name]):
+            EvalConfig(output=str(tmp_path), attacks=["pgd"], threat_model="both",
+                       attack_args={name: args}).validate()
+    with pytest.raises(ValueError, match="run at the budgets of an --attack"):
+        EvalConfig(output=str(tmp_path), defenses=["ttc"], threat_model="adaptive",
+                   attack_args={"eot-pgd": {"steps": 3}}).validate()
+    # tau-aware is gate-aware's TTC name: its arguments are accepted with either name selected
+    EvalConfig(output=str(tmp_path), attacks=["pgd"], threat_model="both", adaptive_attacks=["gate-aware"],
+               attack_args={"tau-aware": {"lambdas": (0, 1)}}).validate()

@@ -295,3 +295,21 @@ def test_runs_that_differ_only_in_attack_knobs_share_one_worst_case(tmp_path):
     assert f"| {pct(8)} | {pct(8)} | **{pct(4)}** |" in row, row  # per sample over both runs of seed 0
     row1 = next(line for line in section.splitlines() if "[seed=1]" in line and "| ttc |" in line)
     assert f"**{pct(4)}**" in row1  # seed 1 stands alone
+
+
+def test_attack_labels_name_only_knobs_that_every_run_records(tmp_path):
+    """A record written before a config field existed (no x_init) next to a newer one: only the knobs both
+    carry tell them apart, and the heading names the attack once."""
+    root = tmp_path / "run"
+    for stem, draws, x_init in (("old", 4, None), ("new", 8, {"name": "pgd", "steps": 10, "step_size": 1 / 255,
+                                                              "step_size_str": "1/255"})):
+        rec = write_record(root, stem, dataset="fashion-mnist", eps_str="4/255", defense="ttc", clean=_pattern(12),
+                           robust=_pattern(5 if stem == "old" else 4), threat="adaptive", adaptive="tau-aware",
+                           attack="tau-aware")
+        rec["adaptive_attack"] = {"name": "tau-aware", "eot_samples": draws, "steps": 10, "step_size": 1 / 255,
+                                  "step_size_str": "1/255", **({"x_init": x_init} if x_init else {})}
+        (root / f"{stem}.json").write_text(json.dumps(rec))
+    md = build_report(root)["results.md"].read_text()
+    assert "#### tau-aware[eot_samples=4], ε = 4/255 (adaptive)" in md
+    assert "#### tau-aware[eot_samples=8], ε = 4/255 (adaptive)" in md
+    assert "x_init" not in md.split("## Figures")[0]

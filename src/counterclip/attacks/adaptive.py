@@ -233,9 +233,19 @@ class GateAwarePGD(AdaptiveAttack):
                  generator=None, dtype=torch.float32):
         super().__init__(eps, steps=steps, step_size=step_size, norm=norm, loss="ce", generator=generator,
                          dtype=dtype)
-        self.lambdas = tuple(float(v) for v in lambdas)
+        try:
+            self.lambdas = tuple(float(v) for v in lambdas)
+        except (TypeError, ValueError):
+            self.lambdas = ()
         if not self.lambdas or any(not v >= 0 or math.isinf(v) for v in self.lambdas):
-            raise ValueError(f"lambdas must be a non-empty list of finite numbers >= 0, got {lambdas!r}")
+            raise ValueError(f"lambdas must be a non-empty list of finite numbers >= 0, e.g. (0, 10), got {lambdas!r}")
+        for what, v in (("margin", margin), ("margin_frac", margin_frac)):
+            try:
+                ok = v is None and what == "margin" or 0 <= float(v) < math.inf
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise ValueError(f"{what} must be a finite number >= 0, got {v!r}")
         self.margin = None if margin is None else float(margin)
         self.margin_frac = float(margin_frac)
         if int(eot_samples) != eot_samples or eot_samples < 1:

@@ -35,8 +35,12 @@ class PGD(Attack):
         super().__init__(eps, norm, generator, dtype)
         if loss not in LOSSES:
             raise ValueError(f"unknown PGD loss {loss!r}; valid: {', '.join(LOSSES)}")
-        if steps < 0:
-            raise ValueError("steps must be >= 0")
+        try:
+            whole = int(steps) == steps and steps >= 0
+        except (TypeError, ValueError):
+            whole = False
+        if not whole:
+            raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
         self.steps = int(steps)
         self.step_size = auto_step_size(self.eps, self.steps) if step_size == "auto" else parse_eps(step_size)
         self.loss, self.kappa, self.random_start = loss, float(kappa), random_start

@@ -98,13 +98,14 @@ class EvalConfig:
             if d not in self.objects:
                 check_args(defense_class(d), args, "defense", d)
         from ..attacks.adaptive import ADAPTIVE_ATTACKS
+        from .describe import wanted as adaptive_wanted
 
         for a, args in self.attack_args.items():
             if a in ADAPTIVE_ATTACKS and a not in self.attacks:  # an adaptive attack's own knobs (grid.adaptive)
                 if self.threat_model == "oblivious":
                     raise ValueError(f"--attack-arg for the adaptive attack {a!r} needs --threat-model adaptive "
                                      "or both")
-                if self.adaptive_attacks is not None and a not in self.adaptive_attacks:
+                if not adaptive_wanted(a, self.adaptive_attacks):
                     raise ValueError(f"--attack-arg for the adaptive attack {a!r}, which is not among "
                                      f"--adaptive-attack {','.join(self.adaptive_attacks)}")
                 check_adaptive_args(a, args)
@@ -143,6 +144,10 @@ class EvalConfig:
                     raise UnknownNameError("adaptive attack", a, ADAPTIVE_ATTACKS)
             if self.threat_model == "oblivious":
                 raise ValueError("--adaptive-attack needs --threat-model adaptive or both")
+        if not any(a != "none" for a in self.attacks) and (
+                self.adaptive_attacks is not None or any(a in ADAPTIVE_ATTACKS for a in self.attack_args)):
+            raise ValueError("the adaptive attacks run at the budgets of an --attack (e.g. --attack pgd --eps 4/255);"
+                             " none is given")
         from .quantize import MODES as QUANTIZE_MODES
 
         if self.quantize not in QUANTIZE_MODES:

@@ -130,18 +130,25 @@ class GridRunner:
         return per_sample_generators(self.cfg.seed, self.data.name, idx.tolist(), stream)
 
     # -- building blocks -------------------------------------------------------------------------------------
+    def step_size_for(self, eps: float, steps) -> float:
+        """``--step-size``, or its ``auto`` rule for ``steps`` (an attack's own ``steps`` from ``--attack-arg``
+        gets a step that can still cross its budget)."""
+        cfg = self.cfg
+        return auto_step_size(eps, int(steps)) if cfg.step_size == "auto" else parse_eps(cfg.step_size)
+
     def attack_for(self, name: str, eps: float):
         cfg = self.cfg
-        step = auto_step_size(eps, cfg.steps) if cfg.step_size == "auto" else parse_eps(cfg.step_size)
         args = cfg.attack_args.get(name, {})
         obj = cfg.objects.get(name)  # counterclip.evaluate(...): an attack class, or a factory eps -> attack
         if isinstance(obj, type) or (obj is None and is_plugin(name)):
-            return build_plugin_attack(obj or name, eps, args, steps=cfg.steps, step_size=step)
+            return build_plugin_attack(obj or name, eps, args, steps=cfg.steps,
+                                       step_size=self.step_size_for(eps, args.get("steps", cfg.steps)))
         if obj is not None:
             return obj(eps)
+        kw = attack_arg_kwargs(name, args)  # AutoAttack's own steps are aa_steps there
+        step = self.step_size_for(eps, kw.get("steps", cfg.steps))
         return build_attack(name, eps, **{"steps": cfg.steps, "step_size": step, "queries": cfg.square_queries,
-                                          "aa_version": cfg.aa_version, "aa_steps": cfg.aa_steps,
-                                          **attack_arg_kwargs(name, args)})
+                                          "aa_version": cfg.aa_version, "aa_steps": cfg.aa_steps, **kw})
 
     def defense_for(self, name: str):
         cfg = self.cfg
@@ -382,8 +389,10 @@ class GridRunner:
         from ..attacks.autoattack import AdaptiveAutoAttack
 
         cfg = self.cfg
-        step = auto_step_size(eps, cfg.steps) if cfg.step_size == "auto" else parse_eps(cfg.step_size)
-        kw = {"steps": cfg.steps, "step_size": step}
+        # --attack-arg eot-pgd.steps=100 etc.; gate-aware and tau-aware (its TTC name) are one attack
+        alias = {"gate-aware": "tau-aware", "tau-aware": "gate-aware"}.get(an)
+        args = {**cfg.attack_args.get(alias, {}), **cfg.attack_args.get(an, {})}
+        kw = {"steps": cfg.steps, "step_size": self.step_size_for(eps, args.get("steps", cfg.steps))}
         if an in ("eot-pgd", "bpda-pgd"):
             kw["eot_samples"] = cfg.eot_samples if getattr(defense, "randomized", False) else 1
         else:
@@ -392,11 +401,12 @@ class GridRunner:
             atk = AdaptiveAutoAttack(self.attack_for(an, eps), mode,
                                      eot_samples=cfg.eot_samples if getattr(defense, "randomized", False) else None)
             an = atk.name
-        else:  # --attack-arg eot-pgd.steps=100 etc. over the run's settings
-            atk = build_adaptive(an, eps=eps, **{**kw, **cfg.attack_args.get(an, {})})
-        if self.finished(self.record_path(an, eps, atk, dname, defense, "adaptive", atk)) is not None:
-            return
+        else:
+            atk = build_adaptive(an, eps=eps, **{**kw, **args})
         init = self.oblivious_adv.get(eps) if an in GATE_ATTACKS else None
+        if self.finished(self.record_path(an, eps, atk, dname, defense, "adaptive", atk,
+                                          x_init=init[1] if init else None)) is not None:
+            return
         key = {**self.base_key, "adaptive": atk.config(), "defense": dname, "params": defense.params(),
                "x_init": init[0].name if init else None}
         if cfg.eval_draws > 1:  # its chunks then hold the re-drawn correctness too (keys of R = 1 unchanged)
@@ -444,15 +454,19 @@ class GridRunner:
                        **{k: v for k, v in c.items() if k not in cfg})
         return cfg
 
-    def record_path(self, aname, eps, attack, dname, defense, threat, adaptive=None) -> Path:
-        path, self._config_keys[path] = self.record_key(aname, eps, attack, dname, defense, threat, adaptive)
+    def record_path(self, aname, eps, attack, dname, defense, threat, adaptive=None, x_init=None) -> Path:
+        path, self._config_keys[path] = self.record_key(aname, eps, attack, dname, defense, threat, adaptive,
+                                                        x_init)
         return path
 
-    def record_key(self, aname, eps, attack, dname, defense, threat, adaptive=None) -> tuple[Path, str]:
+    def record_key(self, aname, eps, attack, dname, defense, threat, adaptive=None,
+                   x_init=None) -> tuple[Path, str]:
         """The record's path and its full configuration key (kept in the record, checked on resume)."""
         key = {**self.base_key, "attack": self.attack_record_cfg(aname, eps, attack), "defense": dname,
                "params": defense.params(), "threat_model": threat,
                "adaptive": adaptive.config() if adaptive is not None else None, "limit": self.cfg.limit}
+        if x_init is not None:  # a gate attack extends the oblivious point: another oblivious attack, another record
+            key["x_init"] = x_init.config()
         if self.cfg.eval_draws > 1:  # a record with re-drawn metrics is another record (keys of R = 1 unchanged)
             key["eval_draws"] = self.cfg.eval_draws
         stem = (f"{path_name(aname)}_{eps_str(eps).replace('/', '-')}_{path_name(dname)}_{threat}_"
@@ -526,7 +540,7 @@ class GridRunner:
         rec["settings"] = run_settings(self.cfg, self.model_id, __version__)  # the report never pools unlike ones
         if "skipped_images" in self.data.extra:  # hostile or broken files left out of an image folder
             rec["skipped_images"] = self.data.extra["skipped_images"]
-        path, config_key = self.record_key(aname, eps, attack, dname, defense, threat, adaptive)
+        path, config_key = self.record_key(aname, eps, attack, dname, defense, threat, adaptive, x_init)
         rec["sidecar"] = path.with_suffix(".npz").name
         with exclusive(path.parent):  # a concurrent writer's record and sidecar never interleave with ours
             self._write_pair(path, rec, config_key, {

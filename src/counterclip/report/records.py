@@ -75,6 +75,7 @@ class Record:
     raw: dict = field(repr=False, default_factory=dict)
     defense_label: str = ""        # defense name, disambiguated by params where one name has several settings
     attack_label: str = ""         # attack name, or the adaptive attack's name for adaptive records
+    attack_base: str = ""          # attack_label without the knobs that tell runs of one attack apart
     _sidecar: object = field(default=None, repr=False)
     sidecar_problem: str | None = None
     config_label: str = ""         # the run settings that set this record apart, when a folder mixes several
@@ -225,11 +226,12 @@ def _assign_config_labels(records: list[Record]) -> list[str]:
     return differing
 
 
-_NOT_KNOBS = {"name", "eps", "eps_str", "gradient", "selection", "threat_model", "step_size"}  # step_size_str stays
+_NOT_KNOBS = {"eps", "eps_str", "gradient", "selection", "threat_model", "step_size"}  # (shown as step_size_str)
 
 
 def _attack_knobs(r: Record) -> dict:
-    """What the record's attack was run with (its config, nested dicts flattened to ``a.b``), but its budget."""
+    """What the record's attack was run with (its config, nested dicts flattened to ``a.b``), but its budget;
+    ``step_size`` is shown as its fraction (``step_size=1/255``)."""
     cfg = r.raw.get("adaptive_attack") if r.threat_model == "adaptive" else r.raw.get("attack")
     out: dict = {}
 
@@ -237,7 +239,9 @@ def _attack_knobs(r: Record) -> dict:
         for k, v in d.items():
             if isinstance(v, dict):
                 walk(v, f"{prefix}{k}.")
-            elif prefix or k not in _NOT_KNOBS:
+            elif k == "step_size_str":
+                out[prefix + "step_size"] = v
+            elif k not in _NOT_KNOBS and (prefix or k != "name"):
                 out[prefix + k] = v
 
     if isinstance(cfg, dict):
@@ -256,12 +260,13 @@ def _label_attack_knobs(records: list[Record]) -> None:
                              []).append(r)
     differing: dict[tuple, set] = {}
     for (label, threat, *_), recs in cells.items():
-        if len(recs) > 1:
+        if len(recs) > 1:  # keys only some records have (written by an older version) do not set them apart
             knobs = [_attack_knobs(r) for r in recs]
-            for k in {k for kn in knobs for k in kn}:
-                if len({json.dumps(kn.get(k, "?"), sort_keys=True, default=str) for kn in knobs}) > 1:
+            for k in set.intersection(*(set(kn) for kn in knobs)):
+                if len({json.dumps(kn[k], sort_keys=True, default=str) for kn in knobs}) > 1:
                     differing.setdefault((label, threat), set()).add(k)
     for r in records:
+        r.attack_base = r.attack_label
         keys = sorted(differing.get((r.attack_label, r.threat_model), ()))
         if keys and r.attacked:
             kn = _attack_knobs(r)

@@ -62,7 +62,8 @@ def accuracy_tables(records: list[Record]) -> list[str]:
             clean_only = attack == "none" or not eps > 0
             title = ("Clean accuracy (no attack)" if clean_only else
                      f"{label}, ε = {grecs[0].eps_str} ({threat}" +
-                     (f", on top of {attack}" if threat == "adaptive" and attack not in ("none", label) else "") + ")")
+                     (f", on top of {attack}" if threat == "adaptive" and attack not in ("none", grecs[0].attack_base)
+                      else "") + ")")
             defenses = _defense_order(grecs)
             datasets = sorted({r.dataset for r in grecs}, key=lambda d: (is_excluded_from_average(d), d))
             header = ["dataset", "n"]
