@@ -20,6 +20,18 @@ def parse_eps(value) -> float:
     return eps
 
 
+def whole_number(name: str, value, minimum: int = 0) -> int:
+    """``value`` as an int when it is a whole number >= ``minimum`` (steps, draws, views, queries), else one
+    ValueError that names ``name``."""
+    try:
+        ok = int(value) == value and value >= minimum
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
 def eps_str(value) -> str:
     """A readable form: ``"4/255"`` when the budget is a whole number of 1/255 steps, else the decimal."""
     eps = parse_eps(value)

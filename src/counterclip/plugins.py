@@ -240,10 +240,9 @@ _ADAPTIVE_RESERVED = ("eps", "mode", "generator", "dtype")
 def check_adaptive_args(name: str, args: dict) -> None:
     """``--attack-arg eot-pgd.steps=100``: checked against the adaptive attack's signature, then built once,
     so a bad key or value fails now in one line, not mid-run."""
-    from .attacks.adaptive import build_adaptive, EOTPGD, GateAwarePGD
+    from .attacks.adaptive import build_adaptive
 
-    cls = EOTPGD if name in ("eot-pgd", "bpda-pgd") else GateAwarePGD
-    check_args(cls, args, "attack", name, reserved=_ADAPTIVE_RESERVED)
+    check_args(type(build_adaptive(name, 1 / 255)), args, "attack", name, reserved=_ADAPTIVE_RESERVED)
     try:
         build_adaptive(name, 1 / 255, **args)
     except (ValueError, TypeError) as e:

@@ -50,6 +50,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..budgets import whole_number
 from ..defenses.base import Defended, NoDefense, has_gate
 from ..errors import UnknownNameError
 from .base import input_grad
@@ -152,9 +153,7 @@ class EOTPGD(AdaptiveAttack):
             raise ValueError(f"unknown differentiable mode {mode!r}; valid: {', '.join(MODES)}")
         if keep not in KEEP:
             raise ValueError(f"keep must be one of {', '.join(KEEP)}, not {keep!r}")
-        if int(eot_samples) != eot_samples or eot_samples < 1:
-            raise ValueError(f"eot_samples must be an integer >= 1, got {eot_samples}")
-        self.eot_samples, self.mode, self.keep = int(eot_samples), mode, keep
+        self.eot_samples, self.mode, self.keep = whole_number("eot_samples", eot_samples, 1), mode, keep
         self.name = "eot-pgd" if mode == "full" else "bpda-pgd"
 
     def samples_for(self, defense) -> int:
@@ -248,9 +247,7 @@ class GateAwarePGD(AdaptiveAttack):
                 raise ValueError(f"{what} must be a finite number >= 0, got {v!r}")
         self.margin = None if margin is None else float(margin)
         self.margin_frac = float(margin_frac)
-        if int(eot_samples) != eot_samples or eot_samples < 1:
-            raise ValueError(f"eot_samples must be an integer >= 1, got {eot_samples}")
-        self.eot_samples = int(eot_samples)
+        self.eot_samples = whole_number("eot_samples", eot_samples, 1)
         self.include_oblivious = bool(include_oblivious)
         self.last_lambda = None  # the lambda whose result was kept, per sample
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import rng
-from ..budgets import eps_str, parse_eps
+from ..budgets import eps_str, parse_eps, whole_number
 from .base import Attack, cw_margin_loss, input_grad
 
 LOSSES = ("ce", "cw")
@@ -35,13 +35,7 @@ class PGD(Attack):
         super().__init__(eps, norm, generator, dtype)
         if loss not in LOSSES:
             raise ValueError(f"unknown PGD loss {loss!r}; valid: {', '.join(LOSSES)}")
-        try:
-            whole = int(steps) == steps and steps >= 0
-        except (TypeError, ValueError):
-            whole = False
-        if not whole:
-            raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
-        self.steps = int(steps)
+        self.steps = whole_number("steps", steps)
         self.step_size = auto_step_size(self.eps, self.steps) if step_size == "auto" else parse_eps(step_size)
         self.loss, self.kappa, self.random_start = loss, float(kappa), random_start
         if loss == "cw":

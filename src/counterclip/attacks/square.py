@@ -29,6 +29,7 @@ import math
 import torch
 
 from .. import rng
+from ..budgets import whole_number
 from .base import Attack
 
 # the paper's schedule: p_init / 2**k after these iterations
@@ -58,8 +59,7 @@ class Square(Attack):
         super().__init__(eps, norm, generator, dtype)
         if norm != "linf":
             raise ValueError("Square is implemented for the L-inf norm only")
-        if int(queries) != queries or queries < 0:
-            raise ValueError(f"queries must be an integer >= 0, got {queries!r}")
+        whole_number("queries", queries)
         if not 0.0 < p_init <= 1.0:
             raise ValueError(f"p_init must be in (0, 1], got {p_init!r}")
         self.queries, self.p_init, self.rescale_schedule = int(queries), float(p_init), bool(rescale_schedule)

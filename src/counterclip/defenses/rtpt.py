@@ -28,6 +28,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..budgets import whole_number
 from ..cost import count_text
 from ._grad import second_order, sign_st
 from ._views import make_views
@@ -121,8 +122,7 @@ class RTPT(Defense):
             raise ValueError(f"self_mask must be 'diagonal' or 'reference' (the reference code's S >= 1 quirk), "
                              f"not {self_mask!r}")
         self.self_mask = self_mask
-        if int(views) != views or views < 2:
-            raise ValueError(f"views must be an integer >= 2, got {views}")
+        whole_number("views", views, 2)
         if steps != 1:
             raise ValueError("R-TPT takes exactly one prompt step (steps=1)")
         self.n_views, self.init, self.lr, self.steps = int(views), init, float(lr), int(steps)

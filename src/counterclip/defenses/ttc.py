@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from .. import rng
-from ..budgets import parse_eps
+from ..budgets import parse_eps, whole_number
 from ._gate import quantile_threshold
 from ._grad import identity_st, input_grad_graph, second_order, sign_st
 from .base import Defense
@@ -76,9 +76,7 @@ class TTC(Defense):
                  norm: str = "linf", tau_encoder=None, tau_quantile: float = 0.1, precision: str = "fp32"):
         self.eps = parse_eps(eps)
         self.step_size = parse_eps(step_size)
-        if int(steps) != steps or steps < 0:
-            raise ValueError(f"steps must be an integer >= 0, got {steps}")
-        self.steps = int(steps)
+        self.steps = whole_number("steps", steps)
         self.beta = float(beta)
         if norm not in ("linf", "l2"):
             raise ValueError(f"unknown norm {norm!r}; valid: linf, l2")

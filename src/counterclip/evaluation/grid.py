@@ -31,7 +31,7 @@ from .clip_benchmark import add_benchmark_fields
 from . import composite
 from .config import EvalConfig
 from .describe import adaptive_attacks_for, cost_summary, gate_pass, gate_summary, run_counted
-from .describe import gradient_choice
+from .describe import GATE_ATTACKS, gradient_choice, names_of
 from .describe import wanted as adaptive_wanted
 from .quantize import serialise
 from .distributed import Dist
@@ -45,8 +45,6 @@ from .space import check_space, estimate_bytes
 from .settings import run_settings
 from .state import file_sha256, json_plain, read_finished, require_tensors, stable_hash, write_json, write_npz
 from .zeroshot import versions
-
-GATE_ATTACKS = ("gate-aware", "tau-aware")
 
 
 class GridRunner:
@@ -389,9 +387,9 @@ class GridRunner:
         from ..attacks.autoattack import AdaptiveAutoAttack
 
         cfg = self.cfg
-        # --attack-arg eot-pgd.steps=100 etc.; gate-aware and tau-aware (its TTC name) are one attack
-        alias = {"gate-aware": "tau-aware", "tau-aware": "gate-aware"}.get(an)
-        args = {**cfg.attack_args.get(alias, {}), **cfg.attack_args.get(an, {})}
+        args = {}  # --attack-arg eot-pgd.steps=100 etc., given under any of the attack's names (its own last)
+        for n in sorted(names_of(an), key=lambda n: n == an):
+            args.update(cfg.attack_args.get(n, {}))
         kw = {"steps": cfg.steps, "step_size": self.step_size_for(eps, args.get("steps", cfg.steps))}
         if an in ("eot-pgd", "bpda-pgd"):
             kw["eot_samples"] = cfg.eot_samples if getattr(defense, "randomized", False) else 1
