@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import rng
+from .. import ball
 from ..budgets import parse_eps, whole_number
-from ._gate import quantile_threshold
+from ._gate import CalibratedGate
 from ._grad import identity_st, input_grad_graph, second_order, sign_st
 from .base import DEFENSES, Defense
 
@@ -51,7 +51,7 @@ def _per_sample_norm(t: torch.Tensor) -> torch.Tensor:
 
 
 @DEFENSES.register("ttc", summary="TTC, test-time counterattacks (Xing, Zhao & Sebe, CVPR 2025)")
-class TTC(Defense):
+class TTC(CalibratedGate, Defense):
     """``TTC(eps=4/255, steps=2, step_size=1/255, tau_thres=0.2, beta=2.0, norm="linf", tau_encoder=None)``.
 
     eps: the counterattack budget (``eps_ttc`` in the paper, ``--ttc-eps`` on the CLI); floats or "4/255".
@@ -83,12 +83,7 @@ class TTC(Defense):
             raise ValueError(f"unknown norm {norm!r}; valid: linf, l2")
         self.norm = norm
         self.tau_encoder = tau_encoder
-        if not 0 <= tau_quantile <= 1:
-            raise ValueError(f"tau_quantile must be in [0, 1], got {tau_quantile}")
-        self.tau_quantile = float(tau_quantile)
-        self.auto = isinstance(tau_thres, str) and tau_thres.lower() == "auto"
-        self.tau_thres = None if self.auto else float(tau_thres)
-        self.calibration: dict | None = None
+        self._init_gate(tau_thres, tau_quantile)  # the shared calibrated gate, under the paper's names
         if precision not in ("fp32", "bf16", "fp16"):
             raise ValueError(f"unknown precision {precision!r}; valid: fp32, bf16, fp16")
         self.precision = precision
@@ -102,31 +97,15 @@ class TTC(Defense):
 
     def random_start(self, x: torch.Tensor, generator=None) -> torch.Tensor:
         """delta0 (spec step 1, and the L2 variant), clipped so that x + delta0 is in [0,1]."""
-        if self.norm == "linf":
-            d = rng.uniform_like(x, -self.eps, self.eps, generator)
-        else:
-            d = rng.randn(x.shape, generator, x.device, x.dtype)
-            d = d / _per_sample_norm(d).clamp_min(1e-12)
-            r = rng.rand((x.shape[0],), generator, x.device, x.dtype).view(-1, *([1] * (x.ndim - 1)))
-            d = d * r * self.eps
-        return (x + d).clamp(0, 1) - x
+        return ball.start_delta(x, self.eps, generator, self.norm)
 
     def project(self, delta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        if self.norm == "linf":
-            delta = delta.clamp(-self.eps, self.eps)
-        else:
-            delta = delta * (self.eps / _per_sample_norm(delta).clamp_min(1e-12)).clamp(max=1.0)
-        return (x + delta).clamp(0, 1) - x
+        return ball.clip_delta(delta, x, self.eps, self.norm)
 
     def ascent(self, delta: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         if self.norm == "linf":
             return delta + self.step_size * grad.sign()
         return delta + self.step_size * grad / (_per_sample_norm(grad) + 1e-10)
-
-    def threshold(self) -> float:
-        if self.tau_thres is None:
-            raise RuntimeError("tau_thres='auto' needs calibration first: ttc.calibrate(encoder, x_clean)")
-        return self.tau_thres
 
     def _autocast(self, x: torch.Tensor):
         if self.precision == "fp32":
@@ -139,6 +118,9 @@ class TTC(Defense):
             return encoder(x).float()
 
     # -- the gate, as attacks read it (Defense's self-description) -------------------------------------------
+    thres_name, quantile_name, score_name = "tau_thres", "tau_quantile", "tau"
+    tau_thres = property(lambda self: self._thres, lambda self, v: setattr(self, "_thres", v))
+    tau_quantile = property(lambda self: self._quantile, lambda self, v: setattr(self, "_quantile", float(v)))
     gate_purifies = "below"  # tau < tau_thres -> counterattacked
     gate_name = "tau"  # its gate-aware attack is recorded as "tau-aware"
     gate_label = "tau"
@@ -172,18 +154,12 @@ class TTC(Defense):
         a = self._encode(enc, x)
         return (self._encode(enc, x + delta0) - a).norm(dim=-1) / a.norm(dim=-1)
 
-    @torch.no_grad()
-    def calibrate(self, encoder, x_clean: torch.Tensor, q: float | None = None, batch_size: int = 256,
-                  generator=None) -> float:
-        """Set ``tau_thres`` to the q-quantile of tau over clean calibration images (held out from the test
-        set, e.g. the training split), and return it. ``self.calibration`` records what was measured."""
-        q = self.tau_quantile if q is None else float(q)
-        thr, taus = quantile_threshold(lambda x, g: self.tau_of(encoder, x, generator=g), x_clean, q, batch_size,
-                                       generator)
-        self.tau_thres = thr
-        self.calibration = {"q": q, "n": len(taus), "tau_thres": thr, "tau_mean": float(taus.mean()),
-                            "tau_median": float(taus.median())}
-        return thr
+    def score_of(self, encoder, x, generator=None):
+        return self.tau_of(encoder, x, generator=generator)
+
+    def calibration_record(self, q, level, scores, thr) -> dict:  # TTC's records have said it this way
+        return {"q": q, "n": len(scores), "tau_thres": thr, "tau_mean": float(scores.mean()),
+                "tau_median": float(scores.median())}
 
     # -- the counterattack -----------------------------------------------------------------------------------
     def counterattack(self, encoder, x: torch.Tensor, delta0: torch.Tensor | None = None, generator=None):
@@ -334,12 +310,6 @@ class TTC(Defense):
         return classifier(x + final)
 
     def params(self) -> dict:
-        p = {"eps": self.eps, "steps": self.steps, "step_size": self.step_size, "beta": self.beta,
-             "norm": self.norm, "tau_thres": "auto" if self.auto and self.tau_thres is None else self.tau_thres,
-             "precision": self.precision, "separate_tau_encoder": self.tau_encoder is not None}
-        if self.auto:
-            p["tau_thres_mode"] = "auto"
-            p["tau_quantile"] = self.tau_quantile
-            if self.calibration:
-                p["calibration"] = self.calibration
-        return p
+        return {"eps": self.eps, "steps": self.steps, "step_size": self.step_size, "beta": self.beta,
+                "norm": self.norm, "precision": self.precision, "separate_tau_encoder": self.tau_encoder is not None,
+                **self.gate_params()}
