@@ -85,3 +85,27 @@ def test_golden_folder_reports_the_same_tables(golden_copy, tmp_path):
     assert got.keys() == want.keys()
     for heading in want:
         assert got[heading] == want[heading], f"results.md differs under {heading!r}"
+
+
+def test_a_record_of_a_newer_schema_is_named_not_guessed_at(golden_copy, tmp_path):
+    """Records carry ``schema_version`` (the golden ones predate it: version 1); one newer than this code reads
+    is skipped with a line naming it, and the rest are reported."""
+    import json
+    import warnings
+
+    from counterclip.evaluation.integrity import seal_record
+    from counterclip.evaluation.keys import SCHEMA_VERSION
+    from counterclip.report.records import load_records
+
+    path = sorted((golden_copy / "fashion-mnist").glob("pgd_*_ttc_oblivious_*.json"))[0]
+    rec = json.loads(path.read_text())
+    assert "schema_version" not in rec
+    rec["schema_version"] = SCHEMA_VERSION + 1
+    integ = rec["integrity"]
+    path.write_text(json.dumps(seal_record(rec, integ["config_key"], integ["sidecar_sha256"])))  # a whole record
+    problems = []
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        records = load_records(golden_copy, problems=problems)
+    assert len(records) == 19
+    assert len(problems) == 1 and path.name in problems[0] and "newer" in problems[0]

@@ -304,6 +304,17 @@ def _assign_labels(records: list[Record]) -> None:
             r.attack_label = r.attack
 
 
+def _newer_schema(data: dict) -> str | None:
+    """Records of every layout up to ``SCHEMA_VERSION`` are read (those without the field are version 1); a
+    newer one is named, not guessed at."""
+    from ..evaluation.keys import SCHEMA_VERSION
+
+    version = data.get("schema_version", 1)
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        return f"schema_version {version!r} is newer than this counterclip reads ({SCHEMA_VERSION}): upgrade counterclip"
+    return None
+
+
 def load_records(run_dir, skip_under=(), problems: list | None = None, command: str = "report") -> list[Record]:
     """All result records below ``run_dir``; ``.state/`` folders, non-records and ``skip_under`` are ignored.
 
@@ -332,7 +343,7 @@ def load_records(run_dir, skip_under=(), problems: list | None = None, command: 
             continue
         if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
             continue
-        problem = record_problem(data)
+        problem = record_problem(data) or _newer_schema(data)
         if problem is None:
             try:
                 rec = _parse_record(data, path, run_dir)
