@@ -42,7 +42,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .. import rng
+from .. import ball, rng
 from .base import ATTACKS, Attack, dlr_loss, input_grad
 
 LOSSES = ("ce", "dlr")
@@ -104,14 +104,7 @@ class APGD(Attack):
         return dlr_loss(logits.float(), y)
 
     def random_init(self, x: torch.Tensor, generator) -> torch.Tensor:
-        if self.norm == "linf":
-            delta = rng.uniform_like(x, -self.eps, self.eps, generator)
-        else:  # uniform direction, radius uniform in [0, eps], as PGD's L2 start
-            d = rng.randn(x.shape, generator, x.device, x.dtype)
-            d = d / d.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (x.ndim - 1)))
-            r = rng.rand((x.shape[0],), generator, x.device, x.dtype).view(-1, *([1] * (x.ndim - 1)))
-            delta = d * r * self.eps
-        return (x + delta).clamp(0, 1)
+        return ball.start_point(x, self.eps, generator, self.norm)
 
     def direction(self, grad: torch.Tensor) -> torch.Tensor:
         if self.norm == "linf":

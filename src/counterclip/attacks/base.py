@@ -10,10 +10,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .. import ball
 from ..budgets import eps_str, parse_eps
 from ..registry import Registry
 
-NORMS = ("linf", "l2")
+NORMS = ball.NORMS
 
 
 class Attack:
@@ -43,13 +44,7 @@ class Attack:
 
     def project(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Into the eps-ball around x, then into [0,1]."""
-        delta = x_adv - x
-        if self.norm == "linf":
-            delta = delta.clamp(-self.eps, self.eps)
-        else:
-            norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (x.ndim - 1)))
-            delta = delta * (self.eps / norms).clamp(max=1.0)
-        return (x + delta).clamp(0, 1)
+        return ball.apply_delta(x, x_adv - x, self.eps, self.norm)
 
     def config(self) -> dict:
         return {"name": self.name, "eps": self.eps, "eps_str": eps_str(self.eps), "norm": self.norm}

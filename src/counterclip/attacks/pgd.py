@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .. import rng
+from .. import ball
 from ..budgets import eps_str, parse_eps, whole_number
 from .base import ATTACKS, Attack, cw_margin_loss, input_grad
 
@@ -51,14 +51,7 @@ class PGD(Attack):
     def random_init(self, x: torch.Tensor, generator) -> torch.Tensor:
         if not self.random_start:
             return x.clone()
-        if self.norm == "linf":
-            delta = rng.uniform_like(x, -self.eps, self.eps, generator)
-        else:  # uniform direction, radius uniform in [0, eps] (torchattacks' PGDL2 start)
-            d = rng.randn(x.shape, generator, x.device, x.dtype)
-            d = d / d.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
-            r = rng.rand((x.shape[0],), generator, x.device, x.dtype).view(-1, 1, 1, 1)
-            delta = d * r * self.eps
-        return (x + delta).clamp(0, 1)
+        return ball.start_point(x, self.eps, generator, self.norm)
 
     def ascent_step(self, x_adv: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         if self.norm == "linf":

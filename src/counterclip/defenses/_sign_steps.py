@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import ball
 from ..budgets import parse_eps
 from ._grad import identity_st, input_grad_graph, second_order, sign_st
 from .base import Defense
@@ -28,7 +29,7 @@ class SignStepDefense(Defense):
         raise NotImplementedError
 
     def project(self, delta, x):
-        return (x + delta.clamp(-self.eps, self.eps)).clamp(0, 1) - x
+        return ball.clip_delta(delta, x, self.eps)
 
     def purify(self, classifier, x, generator=None) -> torch.Tensor:
         x = x.detach()

@@ -25,6 +25,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .. import ball
 from ..budgets import parse_eps
 from ._gate import CalibratedGate
 from ._grad import identity_st, input_grad_graph, second_order, sign_st
@@ -79,7 +80,7 @@ class CSR(CalibratedGate, Defense):
         return self.radius if self.radius is not None else default_radius(x.shape[-1])
 
     def project(self, xp: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return (x + (xp - x).clamp(-self.eps, self.eps)).clamp(0, 1)
+        return ball.apply_delta(x, xp - x, self.eps)
 
     def anchors(self, encoder, x):
         """``(a, b) = (f(x), f(x_low))`` in one batched pass."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from .. import rng
+from .. import ball
 from ._sign_steps import SignStepDefense
 from .base import DEFENSES
 
@@ -21,7 +21,7 @@ class HedgeDefence(SignStepDefense):
     randomized = True
 
     def start(self, x, generator):
-        return (x + rng.uniform_like(x, -self.eps, self.eps, generator)).clamp(0, 1) - x
+        return ball.start_delta(x, self.eps, generator)
 
     def objective(self, logits, ctx):
         # sum_c CE(logits, c) = -sum_c log p_c, summed over the batch

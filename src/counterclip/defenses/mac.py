@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 
-from .. import rng
+from .. import ball, rng
 from ..budgets import parse_eps
 from ._gate import CalibratedGate
 from ._grad import identity_st, input_grad_graph, second_order, sign_st
@@ -137,11 +137,10 @@ class MAC(CalibratedGate, Defense):
         return torch.cat([x, augment(x, generator)])  # view-major: (v0 of every image, v1 of every image)
 
     def random_start(self, v, generator):
-        d = rng.uniform_like(v, -self.eps, self.eps, generator)
-        return (v + d).clamp(0, 1) - v
+        return ball.start_delta(v, self.eps, generator)
 
     def project(self, d, v):
-        return (v + d.clamp(-self.eps, self.eps)).clamp(0, 1) - v
+        return ball.clip_delta(d, v, self.eps)
 
     @staticmethod
     def _view_gens(generator, copies):

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from .. import ball
 from ..budgets import eps_str
 from . import composite
 from .chunks import chunk_path, run_chunks
@@ -70,7 +71,7 @@ class ChunkStore:
 
 def reproject(x, delta, eps):
     """Every reader turns a stored fp16 perturbation back into the same input."""
-    return (x + delta.to(x.device, x.dtype).clamp(-eps, eps)).clamp(0, 1)
+    return ball.apply_delta(x, delta.to(x.device, x.dtype), eps)
 
 
 def saved_point(ctx, folder: Path, attack, x, cs: int, ce: int):

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from .. import ball
+
 MODES = ("none", "round", "truncate")
 
 
@@ -23,4 +25,4 @@ def serialise(x: torch.Tensor, x_adv: torch.Tensor, eps: float, mode: str = "non
     scaled = x_adv * 255
     # truncate: as `ToPILImage` (`mul(255).byte()`), floating point included
     q = (torch.round(scaled) if mode == "round" else torch.floor(scaled)) / 255
-    return (x + (q - x).clamp(-eps, eps)).clamp(0, 1)
+    return ball.apply_delta(x, q - x, eps)

@@ -58,7 +58,9 @@ def run_zeroshot(model_name: str, dataset_name: str, output: str | Path, pretrai
     clf = ZeroShotClassifier(model, data.classnames, data.templates)
     idx = select_indices(len(data), limit, seed)
     correct, n = zeroshot_accuracy(clf, data.dataset, idx, batch_size, device, desc=f"{dataset_name}")
-    record = {"model": model_name, "pretrained": pretrained, "vision_checkpoint": vision_checkpoint,
+    from .keys import SCHEMA_VERSION
+
+    record = {"schema_version": SCHEMA_VERSION, "model": model_name, "pretrained": pretrained, "vision_checkpoint": vision_checkpoint,
               "activation": model.activation, "precision": "fp32",
               "dataset": data.name, "split": data.split, "task": "zeroshot_classification",
               "prompts": data.prompts, "templates": data.templates, "metrics": {**accuracy_metrics("clean", correct, n), "n_samples": n},

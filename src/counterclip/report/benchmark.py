@@ -59,7 +59,7 @@ def flat_row(data: dict, rel_path: str) -> dict:
 def collect(paths) -> list[dict]:
     """Rows from record files and run directories (recursively, ``.state`` ignored, damaged records skipped
     with a warning as in ``counterclip report``)."""
-    from .records import load_records
+    from .records import newer_schema, load_records
 
     rows, seen = [], set()
     for p in paths:
@@ -80,6 +80,9 @@ def collect(paths) -> list[dict]:
                 raise CounterclipError(f"build: cannot read {p}: {e}") from None
             if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
                 raise CounterclipError(f"build: {p} is not a result record (no metrics)")
+            newer = newer_schema(data)
+            if newer:
+                raise CounterclipError(f"build: {p}: {newer}")
             rows.append(flat_row(data, p.as_posix()))
         else:
             raise CounterclipError(f"build: no such file or directory: {p}")

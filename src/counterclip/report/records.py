@@ -304,7 +304,7 @@ def _assign_labels(records: list[Record]) -> None:
             r.attack_label = r.attack
 
 
-def _newer_schema(data: dict) -> str | None:
+def newer_schema(data: dict) -> str | None:
     """Records of every layout up to ``SCHEMA_VERSION`` are read (those without the field are version 1); a
     newer one is named, not guessed at."""
     from ..evaluation.keys import SCHEMA_VERSION
@@ -343,7 +343,7 @@ def load_records(run_dir, skip_under=(), problems: list | None = None, command: 
             continue
         if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
             continue
-        problem = record_problem(data) or _newer_schema(data)
+        problem = record_problem(data) or newer_schema(data)
         if problem is None:
             try:
                 rec = _parse_record(data, path, run_dir)
