@@ -24,6 +24,7 @@ class DatasetContext:
     state: Path  # DIR/.state/<dataset>
     base_key: dict  # what every cache key of this dataset shares (keys.base_key)
     dist: object  # evaluation.distributed.Dist
+    image_size: int  # the side the data is read at (the model's, unless the config says otherwise)
     tau_encoder: object = None  # robust towers: tau from the original tower (spec section 2)
     tau_ttc: object = None  # TTC measuring tau for the sidecars (never used to defend)
     clean: dict = field(default_factory=dict)  # per sample: y, idx, tau of the clean cell

@@ -99,10 +99,11 @@ class GridRunner:
                            resize=cfg.resize, prompts=cfg.prompts, allow_partial=cfg.allow_partial)
         indices = select_indices(len(data), cfg.limit, cfg.seed)
         start, end = self.dist.shard(len(indices))
-        ctx = DatasetContext(cfg, data, None, indices, start, end, self.device, self.out / ".state" / data.name,
-                             keys.base_key(self.model_id, data, image_size, indices, cfg.seed, __version__,
-                                           cfg.precision), self.dist, self.tau_encoder)
-        ctx.image_size = image_size
+        ctx = DatasetContext(cfg=cfg, data=data, clf=None, indices=indices, start=start, end=end,
+                             device=self.device, state=self.out / ".state" / data.name,
+                             base_key=keys.base_key(self.model_id, data, image_size, indices, cfg.seed, __version__,
+                                                    cfg.precision),
+                             dist=self.dist, image_size=image_size, tau_encoder=self.tau_encoder)
         with ctx.autocast():  # fp16-all: the class text is encoded under autocast too, as the reference does
             ctx.clf = ZeroShotClassifier(self.model, data.classnames, data.templates)
         return ctx
