@@ -24,6 +24,7 @@ from ..attacks import attack_arg_kwargs, build_attack
 from ..attacks.pgd import auto_step_size
 from ..budgets import eps_str, parse_eps
 from ..defenses import DEFENSES, TTC, build_defense
+from ..defenses.base import for_dataset
 from ..defenses._gate import CalibratedGate
 from ..rng import per_sample_generators
 from ..plugins import build_plugin_attack, build_plugin_defense, is_plugin
@@ -253,7 +254,7 @@ class GridRunner:
         self.check_space()
         self.obliv: dict = {}  # (attack, eps, defense) -> robust correct, for the adaptive comparison
         self.oblivious_adv: dict = {}  # eps -> the PGD adversarial examples' cell, which tau-aware extends
-        defenses = {d: self.defense_for(d) for d in cfg.defenses}
+        defenses = {d: for_dataset(self.defense_for(d), self.data.name) for d in cfg.defenses}
         # the sidecars' tau is measured with --ttc-eps (and the base tower with a robust checkpoint)
         if cfg.quantize != "none":  # keys of earlier runs (no serialisation stage) stay valid
             self.base_key["quantize"] = cfg.quantize
