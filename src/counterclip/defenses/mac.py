@@ -16,9 +16,9 @@ GaussianBlur(kernel 5, sigma in [0.5, 1.2] px), additive Gaussian noise with sig
 defense's generator, and the augmentation is differentiable (affine grid sampling, blends, convolution), so
 adaptive attacks can take EOT over it. ``gate_thres="auto"``: the ``1 - gate_quantile`` (90 %) quantile of the
 clean corruption degree on held-out images; the temperature is then scaled by ``thr / 0.7`` so the sigmoid stays
-as sharp relative to the threshold. On the embedded model the paper's 0.7 sits above the 90 % quantile of both
-clean (0.50) and PGD-4/255 (0.63) degrees, so its gate counterattacks about 1 % of clean and 4 % of adversarial
-views (measured on 64 test images); "auto" (0.43 from 512 training images) counterattacks about 9 % and 23 %.
+as sharp relative to the threshold. On the embedded model the paper's 0.7 counterattacks 2.0 % of clean and 6.4 %
+of PGD-4/255 views, "auto" (0.527 from 512 training images) 6.8 % and 17.5 % (2,048 test images,
+``benchmarks/mac_gate_rates.py``; docs/peers.md compares the authors' augmentation and ``blur="scaled"``).
 
 Faster than the transcription (``mac_reference.py``) with the same draws: ``f(v)`` is computed once and used as
 the corruption-degree reference, the counterattack anchor and (for a view whose weight is below 1e-9 / eps,
