@@ -119,7 +119,7 @@ def test_same_views_and_draws_same_weights_and_predictions(authors, classifier, 
         model, views, lambda x: x, lambda: None, alpha=mac.step_size, attack_iters=mac.steps, norm="l_inf",
         epsilon=mac.eps, tau_thres=mac.gate_threshold, tau_temp=mac.temperature, aug=rec)
     with torch.no_grad():
-        f0, fa = classifier.encode_image(views).float(), None
+        f0 = classifier.encode_image(views).float()
         their_logits = authors["aggregate_views"](classifier(views + delta), 2)
     degree_draw = rec.as_draw(rec.draws[len(images):], views.shape)
     fa = classifier.encode_image(A.apply(views, degree_draw)).float()

@@ -8,8 +8,8 @@ view with the tuned prompt; and ensemble the views' logits with reliability weig
 mean of its 20 largest cosine similarities to the *other* views' image features (the diagonal is masked, not
 tested with ``S >= 1``), weights ``softmax(score / 0.01)``. The views: AugMix on, except for the ImageNet family
 (ImageNet and its variants), where the authors' code makes crops and flips only; ``view_recipe="auto"`` follows
-that rule once the grid names the dataset (``for_dataset``), and ``params()`` records the recipe that ran. Only the context learns; both encoders are frozen.
-What it computes: ``../shared/spec/peers.md`` (R-TPT).
+that rule once the grid names the dataset (``for_dataset``), and ``params()`` records the recipe that ran. Only
+the context learns; both encoders are frozen. What it computes: ``../shared/spec/peers.md`` (R-TPT).
 
 Defaults (the paper's): 64 views, context "a photo of a" (4 tokens), lr 5e-3 (AdamW, weight decay 0.01 as
 torch's default), 1 step, top 10 % by entropy, 20 neighbours, temperature 0.01, views "auto" (AugMix but on
