@@ -25,3 +25,12 @@ def canonical(name: str) -> str:
     if key in ALIASES:
         return ALIASES[key]
     return ALIASES.get(key.replace("-", "_"), key)
+
+
+def imagenet_family(name: str) -> bool:
+    """ImageNet or one of its variants (ImageNet-A, -R, -V2, -Sketch, -O; a registry key, a CLIP_benchmark id or
+    ``wds/<name>``), the sets on which R-TPT's authors make their views without AugMix. TinyImageNet (64-px
+    images, its own 200-class split) is not one: their rule names the five ImageNet test sets only."""
+    key = canonical(name)
+    key = key[len("wds/"):] if key.startswith("wds/") else key
+    return key.startswith("imagenet")

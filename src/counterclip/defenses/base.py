@@ -114,6 +114,13 @@ def straight_through(defense, classifier, x, generator=None) -> torch.Tensor:
     return undefended + (defended.to(undefended.dtype) - undefended).detach()
 
 
+def for_dataset(defense, name: str):
+    """``defense`` as it runs on dataset ``name``: a defense whose recipe depends on the dataset (R-TPT's views
+    on the ImageNet family) has a ``for_dataset`` method returning its bound copy; any other is itself."""
+    bind = getattr(defense, "for_dataset", None)
+    return bind(name) if callable(bind) else defense
+
+
 def gate_passes(defense, score: torch.Tensor, threshold: float | None = None) -> torch.Tensor:
     """Per sample: True where the gate lets the input through unpurified (the attacker's goal)."""
     thr = defense.gate_threshold if threshold is None else threshold

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import torch
 
-from .mac import augment
-
 
 def reference_mac_logits(mac, classifier, x, generator=None):
     """``(logits, w)`` for ``mac`` (a ``MAC``: its parameters and draw functions)."""
@@ -18,7 +16,7 @@ def reference_mac_logits(mac, classifier, x, generator=None):
     gv = mac._view_gens(generator, mac.n_views)
     with torch.no_grad():
         anchor = f(v).float()
-        v_aug = augment(v, gv)
+        v_aug = mac.augment(v, gv)
         shifted = f(v_aug).float()
         degree = (shifted - anchor).norm(dim=-1) / anchor.norm(dim=-1)
         w = torch.sigmoid((degree - mac.gate_threshold) / mac.temperature)

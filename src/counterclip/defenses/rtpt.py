@@ -6,11 +6,14 @@ with a CoOp-style learnable context of 4 token embeddings (initialised from "a p
 class name and "."), take one AdamW step on the mean entropy of the 10 % most confident views; re-predict every
 view with the tuned prompt; and ensemble the views' logits with reliability weights: each view's score is the
 mean of its 20 largest cosine similarities to the *other* views' image features (the diagonal is masked, not
-tested with ``S >= 1``), weights ``softmax(score / 0.01)``. Only the context learns; both encoders are frozen.
-What it computes: ``../shared/spec/peers.md`` (R-TPT).
+tested with ``S >= 1``), weights ``softmax(score / 0.01)``. The views: AugMix on, except for the ImageNet family
+(ImageNet and its variants), where the authors' code makes crops and flips only; ``view_recipe="auto"`` follows
+that rule once the grid names the dataset (``for_dataset``), and ``params()`` records the recipe that ran. Only
+the context learns; both encoders are frozen. What it computes: ``../shared/spec/peers.md`` (R-TPT).
 
 Defaults (the paper's): 64 views, context "a photo of a" (4 tokens), lr 5e-3 (AdamW, weight decay 0.01 as
-torch's default), 1 step, top 10 % by entropy, 20 neighbours, temperature 0.01, AugMix on.
+torch's default), 1 step, top 10 % by entropy, 20 neighbours, temperature 0.01, views "auto" (AugMix but on
+the ImageNet family).
 
 Minimal passes: the prompt never touches the image branch, so each view's image features are computed once
 (64 image forwards per image) and reused for the selection, the loss, the re-prediction and the similarities;
@@ -25,11 +28,14 @@ Works on any ``ClipModel`` whose backend gives token-embedding access (open_clip
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 
 from ..budgets import whole_number
 from ..cost import count_text
+from ..data.aliases import imagenet_family
 from ._grad import second_order, sign_st
 from ._views import make_views
 from .base import DEFENSES, Defense
@@ -86,12 +92,16 @@ def reliability_weights(feats: torch.Tensor, neighbours: int, temperature: float
                         self_mask: str = "diagonal") -> torch.Tensor:
     """``softmax(score / T)`` with ``score_i`` the mean of row i's ``neighbours`` largest cosine similarities to
     the other views. ``feats``: normalised (B, V, E). ``self_mask="diagonal"`` masks each view's similarity to
-    itself; ``"reference"`` reproduces the reference code's test ``S >= 1.0``, which floating point can miss
-    (a self-similarity of 0.99999994 stays in) and which also drops exact duplicates of a view."""
-    s = feats @ feats.transpose(1, 2)
+    itself; ``"reference"`` is the authors' code: it drops every similarity ``>= 1.0``, so a self-similarity that
+    rounds to 0.99999994 stays in (as the best neighbour) and exact duplicates of a view drop out. Which diagonal
+    entries survive depends on the last bit of ``S``, so ``S`` is formed as theirs is: one ``bmm`` per image of
+    its ``(1, V, E)`` features (with the features of ``RTPT._features`` in that mode, one encoder call per
+    image)."""
     if self_mask == "reference":
+        s = torch.cat([torch.bmm(f.unsqueeze(0), f.unsqueeze(0).transpose(1, 2)) for f in feats])
         s = s.masked_fill(s >= 1.0, float("-inf"))
     else:
+        s = feats @ feats.transpose(1, 2)
         eye = torch.eye(s.shape[-1], dtype=torch.bool, device=s.device)
         s = s.masked_fill(eye, float("-inf"))
     k = min(neighbours, s.shape[-1] - 1)
@@ -99,11 +109,16 @@ def reliability_weights(feats: torch.Tensor, neighbours: int, temperature: float
     return torch.softmax(score / temperature, dim=-1)
 
 
+VIEW_RECIPES = ("auto", "augmix", "crops")
+
+
 @DEFENSES.register("rtpt", summary="R-TPT, reliability-weighted test-time prompt tuning (Sheng et al., CVPR 2025)")
 class RTPT(Defense):
     """``RTPT(views=64, init="a photo of a", lr=5e-3, steps=1, top=0.1, neighbours=20, temperature=0.01,
-    weight_decay=0.01, augmix=True, self_mask="diagonal")`` (module docstring; ``self_mask="reference"``
-    reproduces the reference code's ``S >= 1`` self-similarity test, an option, not the default)."""
+    weight_decay=0.01, view_recipe="auto", self_mask="diagonal")`` (module docstring; ``self_mask="reference"``
+    is the authors' ``S >= 1`` self-similarity test, an option, not the default). ``view_recipe``: "augmix"
+    (crops + flips + AugMix), "crops" (crops + flips) or "auto" (the authors' rule: "crops" on the ImageNet
+    family, "augmix" elsewhere and while no dataset is named)."""
 
     name = "rtpt"
     randomized = True
@@ -118,17 +133,19 @@ class RTPT(Defense):
 
     def __init__(self, views: int = 64, init: str = "a photo of a", lr: float = 5e-3, steps: int = 1,
                  top: float = 0.1, neighbours: int = 20, temperature: float = 0.01, weight_decay: float = 0.01,
-                 augmix: bool = True, self_mask: str = "diagonal"):
+                 view_recipe: str = "auto", self_mask: str = "diagonal"):
         if self_mask not in ("diagonal", "reference"):
             raise ValueError(f"self_mask must be 'diagonal' or 'reference' (the reference code's S >= 1 quirk), "
                              f"not {self_mask!r}")
-        self.self_mask = self_mask
+        if view_recipe not in VIEW_RECIPES:
+            raise ValueError(f"view_recipe must be one of {', '.join(VIEW_RECIPES)}, not {view_recipe!r}")
+        self.self_mask, self.view_recipe, self.dataset = self_mask, view_recipe, None
         whole_number("views", views, 2)
         if steps != 1:
             raise ValueError("R-TPT takes exactly one prompt step (steps=1)")
         self.n_views, self.init, self.lr, self.steps = int(views), init, float(lr), int(steps)
         self.top, self.neighbours, self.temperature = float(top), int(neighbours), float(temperature)
-        self.weight_decay, self.augmix = float(weight_decay), bool(augmix)
+        self.weight_decay = float(weight_decay)
         self._contexts: dict = {}
 
     def context(self, classifier) -> PromptContext:
@@ -137,8 +154,21 @@ class RTPT(Defense):
             self._contexts[key] = PromptContext(classifier.model, classifier.classnames, self.init)
         return self._contexts[key]
 
+    def for_dataset(self, name: str) -> "RTPT":
+        """This defense as it runs on dataset ``name`` (a copy: one instance serves every dataset of a grid)."""
+        bound = copy.copy(self)
+        bound.dataset = name
+        return bound
+
+    @property
+    def recipe(self) -> str:
+        """The view recipe that runs: "augmix" or "crops"."""
+        if self.view_recipe != "auto":
+            return self.view_recipe
+        return "crops" if self.dataset is not None and imagenet_family(self.dataset) else "augmix"
+
     def views(self, x, generator=None):
-        return make_views(x, self.n_views, generator, use_augmix=self.augmix)
+        return make_views(x, self.n_views, generator, use_augmix=self.recipe == "augmix")
 
     def _features(self, classifier, views, chunk: int | None = None):
         """Normalised image features of every view, (B, V, E); ``chunk`` views per encoder call (the fast path
@@ -146,7 +176,9 @@ class RTPT(Defense):
         chunks of 256, the batch no longer fitting the CPU caches)."""
         b, v = views.shape[:2]
         flat = views.reshape(b * v, *views.shape[2:])
-        step = chunk or len(flat)
+        # the reference mask tests the last bit of S, and an encoder's output bits can change with its batch:
+        # one call per image's views, as the authors' code encodes them
+        step = v if self.self_mask == "reference" else (chunk or len(flat))
         f = torch.cat([classifier.encode_image(flat[i:i + step]).float() for i in range(0, len(flat), step)])
         return F.normalize(f, dim=-1).view(b, v, -1)
 
@@ -213,4 +245,4 @@ class RTPT(Defense):
     def params(self) -> dict:
         return {"views": self.n_views, "init": self.init, "lr": self.lr, "steps": self.steps, "top": self.top,
                 "neighbours": self.neighbours, "temperature": self.temperature,
-                "weight_decay": self.weight_decay, "augmix": self.augmix, "self_mask": self.self_mask}
+                "weight_decay": self.weight_decay, "view_recipe": self.recipe, "self_mask": self.self_mask}

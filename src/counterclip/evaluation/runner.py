@@ -20,6 +20,7 @@ import torch
 
 from .. import __version__
 from ..defenses import TTC, Defended
+from ..defenses.base import for_dataset
 from . import execute, factory, keys
 from .config import EvalConfig
 from .context import DatasetContext
@@ -114,7 +115,8 @@ class GridRunner:
         self.check_space(ctx)
         calibrate = lambda gate: factory.calibrate(cfg, ctx.data, ctx.indices, ctx.image_size,  # noqa: E731
                                                    self.model.encode_image, self.device, gate)
-        defenses = {d: factory.defense_for(cfg, d, self.tau_encoder, calibrate) for d in cfg.defenses}
+        defenses = {d: for_dataset(factory.defense_for(cfg, d, self.tau_encoder, calibrate), ctx.name)
+                    for d in cfg.defenses}
         keys.finish_base_key(ctx.base_key, cfg.quantize, factory.parse_eps(cfg.ttc_eps), self.tau_encoder is not None)
         ctx.tau_ttc = TTC(eps=cfg.ttc_eps, tau_thres=float("inf"), tau_encoder=self.tau_encoder)
         ctx.clean = execute.clean_cell(ctx, self.store, keys.clean_folder(ctx.state, ctx.base_key))
