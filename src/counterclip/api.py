@@ -87,5 +87,10 @@ def evaluate(output, *, model="tiny-fmnist", pretrained=None, datasets=("fashion
     cfg = EvalConfig(output=str(output), model=model, pretrained=pretrained, datasets=list(datasets),
                      attacks=anames, eps=[str(e) if not isinstance(e, str) else e for e in eps], defenses=dnames,
                      threat_model=threat_model, objects=objects, **options)
-    written = GridRunner(cfg, log=log or (lambda *a, **k: None)).run()
+    runner = GridRunner(cfg, log=log or (lambda *a, **k: None))
+    written = runner.run()
+    if runner.failures:  # as `counterclip eval` exits non-zero; the records that were written stay on disk
+        from .evaluation.validate import FailedCells
+
+        raise FailedCells(runner.failures, written)
     return [dict(json.loads(Path(p).read_text()), _path=str(p)) for p in written]

@@ -28,7 +28,7 @@ from ..defenses._gate import CalibratedGate
 from ..rng import per_sample_generators
 from ..plugins import build_plugin_attack, build_plugin_defense, is_plugin
 from .clip_benchmark import add_benchmark_fields
-from . import composite
+from . import composite, validate
 from .config import EvalConfig
 from .describe import adaptive_attacks_for, cost_summary, gate_pass, gate_summary, run_counted
 from .describe import GATE_ATTACKS, gradient_choice, names_of
@@ -72,6 +72,7 @@ class GridRunner:
         self._fresh: set[Path] = set()  # cell folders (re)started in this run (--overwrite)
         self.summary: list[dict] = []
         self.written: list[Path] = []
+        self.failures: list[str] = []  # cells whose outputs failed their checks (validate.py): no record
 
     # -- bookkeeping -----------------------------------------------------------------------------------------
     def _bar(self, total, desc):
@@ -93,7 +94,7 @@ class GridRunner:
 
         return run
 
-    def cell(self, folder: Path, compute, desc: str, gather_keys: tuple) -> dict | None:
+    def cell(self, folder: Path, compute, desc: str, gather_keys: tuple, method: str | None = None) -> dict | None:
         """Run ``compute(start, end)`` for this rank's chunks, saving each chunk atomically and skipping saved
         ones; return the gathered per-sample ``gather_keys`` over all ranks (on every rank)."""
         if self.cfg.overwrite and folder not in self._fresh:
@@ -105,14 +106,27 @@ class GridRunner:
         bar = self._bar(self._end - self._start, desc)
         ranges = [(cs, min(cs + self.cfg.batch_size, self._end))
                   for cs in range(self._start, self._end, self.cfg.batch_size)]
-        done = run_chunks(folder, ranges, self.under_precision(compute), bar.update)
+        failure = None
+        try:
+            done = run_chunks(folder, ranges, self.under_precision(compute), bar.update)
+        except validate.InvalidOutput as e:  # every rank still gathers below: a peer's failure must not hang it
+            done, failure = [], e
         parts = [{k: res[k] for k in gather_keys if k in res} for res in done]  # old chunks may lack a newer key
+        if "invalid" in gather_keys:  # a chunk saved before outputs were checked is marked unchecked
+            parts = [{**p, "invalid": validate.codes_of(p, ce - cs)} for p, (cs, ce) in zip(parts, ranges)]
         bar.close()
         keys = [k for k in gather_keys if all(k in p for p in parts)]
         local = {k: torch.cat([p[k] for p in parts]) if parts else torch.empty(0) for k in keys}
-        merged = self.dist.gather(local)
+        merged = self.dist.gather({**local, "failure": failure})
+        validate.first_failure([m.pop("failure") for m in merged])
         self.last_elapsed = time.time() - t0
-        return {k: torch.cat([m[k] for m in merged]) for k in keys if all(k in m for m in merged)}
+        res = {k: torch.cat([m[k] for m in merged]) for k in keys if all(k in m for m in merged)}
+        validate.settle(res.get("invalid"), self.cfg.on_invalid, method, self.indices, self.data.name)
+        return res
+
+    def checker(self, idx) -> validate.BatchCheck:
+        """The output checks of one batch (evaluation/validate.py)."""
+        return validate.BatchCheck(self.cfg.on_invalid, idx, self.clf.num_classes, self.data.name)
 
     def batch(self, cs: int, ce: int):
         idx = self.indices[cs:ce]
@@ -271,11 +285,14 @@ class GridRunner:
         self.clean = clean
         self.labels = clean["y"]
         clean_def, clean_time = {}, {}
-        self.clean_gate, self.clean_cost = {}, {}
+        self.clean_gate, self.clean_cost, self.clean_invalid = {}, {}, {}
         for d in defenses:
-            clean_def[d] = self.defense_cell(d, defenses[d], None, None)
-            clean_time[d] = self.last_elapsed
-            self.clean_gate[d], self.clean_cost[d] = self.last_gate, self.last_cost
+            with validate.contained(self.failures, self.log):  # a failed defense gets no other cell either
+                clean_def[d] = self.defense_cell(d, defenses[d], None, None)
+                clean_time[d] = self.last_elapsed
+                self.clean_gate[d], self.clean_cost[d] = self.last_gate, self.last_cost
+                self.clean_invalid[d] = self.last_invalid
+        defenses = {d: v for d, v in defenses.items() if d in clean_def}
 
         configs = [("none", 0.0)] if "none" in cfg.attacks else []
         configs += [(a, parse_eps(e)) for a in cfg.attacks if a != "none"
@@ -294,7 +311,8 @@ class GridRunner:
                     if self.finished(self.record_path(aname, eps, None, d, defenses[d], "oblivious")) is None:
                         self.write_record(aname, eps, None, d, defenses[d], "oblivious", clean_def[d], clean_def[d],
                                           clean["tau"], clean["tau"], time_s=clean_time[d],
-                                          cost=self.clean_cost[d], gate=self.clean_gate[d])
+                                          cost=self.clean_cost[d], gate=self.clean_gate[d],
+                                          invalid=self.clean_invalid[d])
                 continue
             attack = self.attack_for(aname, eps)
             akey = {**self.base_key, "attack": attack.config()}
@@ -312,31 +330,38 @@ class GridRunner:
                 self.oblivious_adv[eps] = (adv_dir, attack)
             if not todo:
                 continue
-            adv = self.adv_cell(adv_dir, attack)
-            attack_time = self.last_elapsed
-            for d in todo:
-                rob = self.defense_cell(d, defenses[d], adv_dir, attack)
-                self.obliv[(aname, eps, d)] = rob
-                self.write_record(aname, eps, attack, d, defenses[d], "oblivious", clean_def[d], rob,
-                                  clean["tau"], adv["tau_adv"], time_s=clean_time[d] + self.last_elapsed,
-                                  attack_time_s=attack_time, cost=self.last_cost, gate=self.last_gate,
-                                  broken_by=adv.get("broken_by"), correct_draws=self.last_draws)
+            with validate.contained(self.failures, self.log):  # a failed attack: none of its cells is recorded
+                adv = self.adv_cell(adv_dir, attack)
+                attack_time = self.last_elapsed
+                for d in todo:
+                    with validate.contained(self.failures, self.log):
+                        rob = self.defense_cell(d, defenses[d], adv_dir, attack)
+                        self.obliv[(aname, eps, d)] = rob
+                        self.write_record(aname, eps, attack, d, defenses[d], "oblivious", clean_def[d], rob,
+                                          clean["tau"], adv["tau_adv"], time_s=clean_time[d] + self.last_elapsed,
+                                          attack_time_s=attack_time, cost=self.last_cost, gate=self.last_gate,
+                                          broken_by=adv.get("broken_by"), correct_draws=self.last_draws,
+                                          invalid=self.invalid_of(self.clean_invalid[d], self.last_invalid))
         if cfg.threat_model in ("adaptive", "both"):
             for e in sorted({parse_eps(e) for e in cfg.eps} if any(a != "none" for a in cfg.attacks) else set()):
                 for d, defense in defenses.items():
                     for an in adaptive_attacks_for(defense):  # read from the defense's self-description
                         if adaptive_wanted(an, cfg.adaptive_attacks):
-                            self.adaptive(an, e, d, defense, clean_def[d])
+                            with validate.contained(self.failures, self.log):
+                                self.adaptive(an, e, d, defense, clean_def[d])
                     if d != "none":  # AutoAttack through each of the defense's gradient modes
                         for an in [a for a in cfg.attacks if a in ("autoattack", "aa-paper")]:
                             if e in [parse_eps(v) for v in (cfg.attack_eps or {}).get(an, cfg.eps)]:
                                 for mode in (getattr(defense, "differentiable_modes", ()) or ("bpda",)):
-                                    self.adaptive(an, e, d, defense, clean_def[d], mode=mode)
+                                    with validate.contained(self.failures, self.log):
+                                        self.adaptive(an, e, d, defense, clean_def[d], mode=mode)
 
     def adv_cell(self, folder: Path, attack):
         def compute(cs, ce):
             x, y, idx = self.batch(cs, ce)
             x_adv = attack(self.clf, x, y, generator=composite.attack_generators(self, attack, idx))
+            chk = self.checker(idx)  # what the attack returned, before fp16 storage and re-projection hide it
+            x_adv = chk.adversarial(method, x, x_adv, attack.eps, getattr(attack, "norm", "linf"))
             delta = (x_adv - x).half()  # stored as fp16 perturbation; every reader re-projects it the same way
             x_adv = self.reproject(x, delta, attack.eps)
             with torch.no_grad():
@@ -344,10 +369,11 @@ class GridRunner:
             out = {"delta": delta.cpu(), "tau_adv": tau.float().cpu()}
             if composite.is_composite(attack):
                 out["broken_by"] = attack.last_broken_by.cpu()
-            return out
+            return chk.finish(out)
 
+        method = validate.method_of(attack, "attack")
         return self.cell(folder, compute, f"{self.data.name} {attack.name} {eps_str(attack.eps)}",
-                         ("tau_adv", "broken_by") if composite.is_composite(attack) else ("tau_adv",))
+                         ("tau_adv", "invalid") + (("broken_by",) if composite.is_composite(attack) else ()), method)
 
     def serialised(self, x, x_adv, eps):
         """The adversarial input as the defense receives it (``--quantize``: evaluation/quantize.py)."""
@@ -366,20 +392,24 @@ class GridRunner:
 
         def compute(cs, ce):
             x, y, idx = self.batch(cs, ce)
+            chk = self.checker(idx)
             if adv_dir is not None:
                 chunk = require_tensors(adv_dir / f"{cs:08d}-{ce:08d}.pt")
+                chk.carry(chunk)  # an attack's invalid samples (--on-invalid skip) stay counted wrong
                 x = self.serialised(x, self.reproject(x, chunk["delta"], attack.eps), attack.eps)
             logits, cost = run_counted(defense, self.clf, x, self.gens(idx, f"defense:{dname}"))
-            out = {"correct": (logits.argmax(-1).cpu() == y.cpu()), "cost": cost}
+            chk.logits(dname, logits)
+            out = {"correct": chk.correct(logits, y), "cost": cost}
             if self.cfg.eval_draws > 1:
-                out["draws"] = composite.eval_draws(self, defense, dname, x, y, idx, logits)
-            gp = gate_pass(defense, self.clf, x, self.gens(idx, f"gate:{dname}"))
-            return out if gp is None else {**out, "gate_pass": gp}
+                out["draws"] = composite.eval_draws(self, defense, dname, x, y, idx, logits, chk)
+            gp = gate_pass(defense, self.clf, x, self.gens(idx, f"gate:{dname}"), lambda s: chk.gate(dname, s))
+            return chk.finish(out if gp is None else {**out, "gate_pass": gp})
 
         label = "clean" if adv_dir is None else f"{attack.name} {eps_str(attack.eps)}"
-        keys = ("correct", "cost", "gate_pass") + (("draws",) if self.cfg.eval_draws > 1 else ())
-        res = self.cell(folder, compute, f"{self.data.name} {dname} on {label}", keys)
+        keys = ("correct", "cost", "gate_pass", "invalid") + (("draws",) if self.cfg.eval_draws > 1 else ())
+        res = self.cell(folder, compute, f"{self.data.name} {dname} on {label}", keys, dname)
         self.last_cost, self.last_gate, self.last_draws = res.get("cost"), res.get("gate_pass"), res.get("draws")
+        self.last_invalid = res.get("invalid")
         return res["correct"]
 
     def adaptive(self, an: str, eps: float, dname: str, defense, clean_correct, mode=None) -> None:
@@ -422,26 +452,31 @@ class GridRunner:
             gens = (composite.attack_generators(self, atk, idx, f"adaptive:{{name}}-{mode}:{dname}:{{eps}}")
                     if mode is not None else self.gens(idx, f"adaptive:{an}:{dname}:{eps}"))
             x_adv = atk(defense, self.clf, x, y, generator=gens, x_init=x_init)
+            chk = self.checker(idx)  # what the attack returned, before fp16 storage and re-projection hide it
+            x_adv = chk.adversarial(an, x, x_adv, eps, getattr(atk, "norm", "linf"))
             x_adv = self.serialised(x, self.reproject(x, (x_adv - x).half(), eps), eps)
             with torch.no_grad():
                 logits, cost = run_counted(defense, self.clf, x_adv, self.gens(idx, f"defense:{dname}"))
                 tau = self.tau_ttc.tau_of(self.clf.encode_image, x_adv, generator=self.gens(idx, "tau"))
-            out = {"correct": logits.argmax(-1).cpu() == y.cpu(), "tau_adv": tau.float().cpu(), "cost": cost}
+            chk.logits(dname, logits)
+            out = {"correct": chk.correct(logits, y), "tau_adv": tau.float().cpu(), "cost": cost}
             if cfg.eval_draws > 1:
-                out["draws"] = composite.eval_draws(self, defense, dname, x_adv, y, idx, logits)
+                out["draws"] = composite.eval_draws(self, defense, dname, x_adv, y, idx, logits, chk)
             if mode is not None:
                 out["broken_by"] = atk.last_broken_by.cpu()
-            gp = gate_pass(defense, self.clf, x_adv, self.gens(idx, f"gate:{dname}"))
-            return out if gp is None else {**out, "gate_pass": gp}
+            gp = gate_pass(defense, self.clf, x_adv, self.gens(idx, f"gate:{dname}"), lambda s: chk.gate(dname, s))
+            return chk.finish(out if gp is None else {**out, "gate_pass": gp})
 
         keys = ("correct", "tau_adv") + (("draws",) if cfg.eval_draws > 1 else ()) + (("broken_by",) if mode else ())
         with torch.enable_grad():
             res = self.cell(folder, compute, f"{self.data.name} {an} -> {dname} {eps_str(eps)}",
-                            ("correct", "tau_adv", "cost", "gate_pass") + keys[2:])
+                            ("correct", "tau_adv", "cost", "gate_pass", "invalid") + keys[2:],
+                            {"attack": an, "defense": dname})
         self.write_record(an, eps, atk, dname, defense, "adaptive", clean_correct, res["correct"],
                           self.clean["tau"], res["tau_adv"], adaptive=atk, time_s=self.last_elapsed,
                           cost=res.get("cost"), gate=res.get("gate_pass"), broken_by=res.get("broken_by"),
-                          correct_draws=res.get("draws"), x_init=init[1] if init else None)
+                          correct_draws=res.get("draws"), x_init=init[1] if init else None,
+                          invalid=self.invalid_of(self.clean_invalid.get(dname), res.get("invalid")))
 
     # -- records ---------------------------------------------------------------------------------------------
     def attack_record_cfg(self, aname, eps, attack) -> dict:
@@ -477,7 +512,7 @@ class GridRunner:
         if self.cfg.overwrite:
             return None
         found = read_finished(path, self._config_keys.get(path))
-        if found is None or "robust_correct" not in found[1]:
+        if found is None or "robust_correct" not in found[1] or not validate.reusable(found[0], self.cfg.on_invalid):
             return None
         rec, robust = found[0], torch.from_numpy(found[1]["robust_correct"].astype(bool))
         if self.dist.is_main:
@@ -487,7 +522,7 @@ class GridRunner:
 
     def write_record(self, aname, eps, attack, dname, defense, threat, clean_correct, robust_correct,
                      tau_clean, tau_adv, adaptive=None, time_s=None, attack_time_s=None, cost=None,
-                     gate=None, broken_by=None, correct_draws=None, x_init=None) -> None:
+                     gate=None, broken_by=None, correct_draws=None, x_init=None, invalid=None) -> None:
         if not self.dist.is_main:
             return
         cfg = self.cfg
@@ -524,6 +559,9 @@ class GridRunner:
         self._stages = rec.get("autoattack")
         rec["sanity"] = self.sanity_for(aname, eps, attack, dname, defense, threat, nr / n if n else 0.0, n,
                                         adaptive)
+        count, valid_check = validate.record_fields(invalid, self.clean["idx"])
+        if valid_check is not None:  # skip mode's invalid samples are counted wrong above, and marked here
+            rec["invalid"], rec["sanity"]["valid_outputs"] = count, valid_check
         # seconds this run spent on the record's own cells (0 for cells resumed from saved chunks); the attack
         # generation time, shared by every defense of an oblivious attack, is given apart
         rec["time_s"] = round(time_s, 2) if time_s is not None else None
@@ -574,9 +612,20 @@ class GridRunner:
             self._probes = Probes(self)
         return self._probes.checks(aname, eps, attack, dname, defense, threat, robust_acc, n, adaptive)
 
+    @staticmethod
+    def invalid_of(clean_codes, robust_codes):
+        """A record's per-sample codes: its clean and its attacked cell's."""
+        if clean_codes is None or robust_codes is None:
+            return clean_codes if robust_codes is None else robust_codes
+        return clean_codes | robust_codes
+
     def print_summary(self, seconds: float) -> None:
+        if self.failures:
+            self.log(f"\n{len(self.failures)} cell(s) FAILED their output checks and have no record:")
+            for f in self.failures:
+                self.log(f"  {f}")
         if not self.summary:
-            self.log("nothing to evaluate")
+            self.log("nothing to evaluate" if not self.failures else "no record written")
             return
         self.log(f"\n{'dataset':<14} {'attack':<16} {'eps':<7} {'defense':<15} {'threat':<10} "
                  f"{'clean':>7} {'robust':>7}  sanity")
