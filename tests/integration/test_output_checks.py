@@ -157,6 +157,8 @@ def test_skip_records_the_cell_with_invalid_samples_counted_wrong_and_marked(bad
     build_report(str(out))
     md = (out / "results.md").read_text()
     assert "FAILED" in md and "valid_outputs" in md
+    row = next(ln for ln in md.splitlines() if ln.startswith("| fashion-mnist"))
+    assert row.count("⁴") == 1 and "⁴ some outputs of this record failed their checks" in md
 
 
 def test_a_skipped_chunk_is_never_reused_as_valid(bad, tmp_path):
