@@ -64,7 +64,11 @@ def evaluate(output, *, model="tiny-fmnist", pretrained=None, datasets=("fashion
     run's ``steps`` / ``step_size`` when it takes them, ``attack_args["pkg.module:ClassName"]``) or an attack
     instance (copied per budget with ``eps`` set). ``model``: a name (``load_model``) or a
     ``ClipModel``. Other keyword arguments are ``EvalConfig`` fields (``limit``, ``steps``, ``seed``,
-    ``defense_args``, ``eot_samples``, ...).
+    ``defense_args``, ``eot_samples``, ``on_invalid``, ...).
+
+    Outputs are checked as they enter the grid (``evaluation/validate.py``): with ``on_invalid="fail"`` (the
+    default) a cell whose outputs fail is not recorded, the others run, and ``FailedCells`` is raised at the end
+    (its ``.failures`` are the one-line reasons); ``on_invalid="skip"`` records such cells marked instead.
     """
     from .evaluation.config import EvalConfig
     from .evaluation.grid import GridRunner
