@@ -71,5 +71,5 @@ def test_grid_validation_benchmark_smoke(tmp_path):
     from counterclip.evaluation import validate
 
     assert validate.ENABLED  # the switch is back on
-    assert out["records"] == {"checks on": 2, "checks off": 2}
+    assert out["records"] == {"checks on": 2, "checks off": 2, "checks on, again": 2}
     assert "<!-- begin grid_validation -->" in out_file.read_text()
