@@ -94,9 +94,10 @@ class GridRunner:
 
         return run
 
-    def cell(self, folder: Path, compute, desc: str, gather_keys: tuple, method: str | None = None) -> dict | None:
+    def cell(self, folder: Path, compute, desc: str, gather_keys: tuple, method=None) -> dict | None:
         """Run ``compute(start, end)`` for this rank's chunks, saving each chunk atomically and skipping saved
-        ones; return the gathered per-sample ``gather_keys`` over all ranks (on every rank)."""
+        ones; return the gathered per-sample ``gather_keys`` over all ranks (on every rank). ``method`` names
+        whose outputs the cell checks (a name, or {"attack": .., "defense": ..}) in a failure's line."""
         if self.cfg.overwrite and folder not in self._fresh:
             if self.dist.is_main and folder.exists():
                 shutil.rmtree(folder, ignore_errors=True)
