@@ -55,3 +55,21 @@ def test_defense_throughput_benchmark_smoke(tmp_path, classifier):
     assert "<!-- begin defense_throughput -->" in text and "| mac | clean |" in text
     for r in out["results"].values():  # the transcriptions agree with the fast implementations
         assert r["agreement"] == 1.0
+
+
+def test_grid_validation_benchmark_smoke(tmp_path):
+    spec = importlib.util.spec_from_file_location("grid_validation_bench", BENCH.parent / "grid_validation.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out_file = tmp_path / "BENCHMARKS.md"
+    threads = torch.get_num_threads()
+    try:
+        out = bench.main(["--limit", "8", "--batch-size", "8", "--steps", "1", "--repeats", "1", "--check-iters", "3",
+                          "--output", str(out_file)])
+    finally:
+        torch.set_num_threads(threads)
+    from counterclip.evaluation import validate
+
+    assert validate.ENABLED  # the switch is back on
+    assert out["records"] == {"checks on": 2, "checks off": 2, "checks on, again": 2}
+    assert "<!-- begin grid_validation -->" in out_file.read_text()

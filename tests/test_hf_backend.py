@@ -190,3 +190,67 @@ def test_text_from_token_embeddings_equals_encode_text(hf_model):
         got = hf_model.encode_text_embeddings(hf_model.embed_tokens(tok["ids"]), tok)
         want = hf_model.encode_text(texts)
     assert torch.allclose(got, want, atol=1e-5)
+
+
+class _Payload:
+    """Unpickling this runs code: it creates a marker file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_pickled_weights_with_a_payload_are_refused_before_transformers_reads_them(hf_dir, tmp_path, monkeypatch,
+                                                                                  capsys):
+    import shutil
+
+    evil = tmp_path / "evil_clip"
+    shutil.copytree(hf_dir, evil)
+    sd = transformers.CLIPModel.from_pretrained(str(hf_dir)).state_dict()
+    (evil / "model.safetensors").unlink()
+    marker = tmp_path / "pwned"
+    torch.save({**sd, "payload": _Payload(marker)}, evil / "pytorch_model.bin")
+
+    def no_read(*a, **k):
+        raise AssertionError("transformers was asked to read the folder")
+
+    monkeypatch.setattr(transformers.CLIPModel, "from_pretrained", no_read)
+    with pytest.raises(CounterclipError) as info:
+        counterclip.load_model("hf:" + str(evil))
+    msg = str(info.value)
+    assert "\n" not in msg and "pytorch_model.bin" in msg and ".safetensors" in msg and "save_pretrained" in msg
+    assert not marker.exists()
+    # the CLI says the same in one line, without a traceback
+    from counterclip.cli import main
+
+    capsys.readouterr()
+    assert main(["zeroshot", "--model", "hf:" + str(evil), "--dataset", "fashion-mnist", "--limit", "2",
+                 "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "refusing to load hf model" in err and "Traceback" not in err
+    assert not marker.exists()
+
+
+def test_a_config_that_names_a_pickled_weights_file_is_refused(hf_dir, tmp_path):
+    import shutil
+
+    folder = tmp_path / "named"
+    shutil.copytree(hf_dir, folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**cfg, "transformers_weights": "weights.bin"}))
+    (folder / "weights.bin").write_bytes(b"not read")
+    with pytest.raises(CounterclipError, match="refusing to load hf model .*weights.bin"):
+        counterclip.load_model("hf:" + str(folder))
+
+
+def test_safetensors_beside_a_pickle_loads_from_the_safetensors(hf_dir, tmp_path):
+    import shutil
+
+    folder = tmp_path / "both"
+    shutil.copytree(hf_dir, folder)
+    marker = tmp_path / "pwned"
+    torch.save({"payload": _Payload(marker)}, folder / "pytorch_model.bin")
+    model = counterclip.load_model("hf:" + str(folder))
+    assert model.image_size == 32 and not marker.exists()

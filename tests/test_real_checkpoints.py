@@ -133,3 +133,26 @@ def test_torchscript_archive_with_code_in_its_pickle_is_one_line(tiny_model, tin
     msg = str(info.value)
     assert "refusing global" in msg and "torch.jit.load" in msg and "\n" not in msg  # says how to convert it
     assert not marker.exists()
+
+
+def test_a_local_dir_with_a_pickled_checkpoint_is_refused_naming_its_file(tmp_path):
+    """open_clip's ``local-dir:`` route: a pickled open_clip_pytorch_model.bin with a payload is refused in one
+    line that names the file and the global it needs, and the payload does not run."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from counterclip.models.registry import embedded_dir
+
+    src = embedded_dir("tiny-fmnist")
+    folder = tmp_path / "evil_dir"
+    folder.mkdir()
+    shutil.copy(src / "open_clip_config.json", folder)
+    marker = tmp_path / "pwned"
+    torch.save({**load_file(str(src / "open_clip_model.safetensors")), "x": _Payload(marker)},
+               folder / "open_clip_pytorch_model.bin")
+    with pytest.raises(CounterclipError) as info:
+        counterclip.load_model(f"local-dir:{folder}")
+    msg = str(info.value)
+    assert f"refusing to load {folder / 'open_clip_pytorch_model.bin'}" in msg and "system" in msg
+    assert "\n" not in msg and not marker.exists()

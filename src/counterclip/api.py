@@ -70,7 +70,11 @@ def evaluate(output, *, model="tiny-fmnist", pretrained=None, datasets=("fashion
     run's ``steps`` / ``step_size`` when it takes them, ``attack_args["pkg.module:ClassName"]``) or an attack
     instance (copied per budget with ``eps`` set). ``model``: a name (``load_model``) or a
     ``ClipModel``. Other keyword arguments are ``EvalConfig`` fields (``limit``, ``steps``, ``seed``,
-    ``defense_args``, ``eot_samples``, ...).
+    ``defense_args``, ``eot_samples``, ``on_invalid``, ...).
+
+    Outputs are checked as they enter the grid (``evaluation/validate.py``): with ``on_invalid="fail"`` (the
+    default) a cell whose outputs fail is not recorded, the others run, and ``FailedCells`` is raised at the end
+    (its ``.failures`` are the one-line reasons); ``on_invalid="skip"`` records such cells marked instead.
     """
     from .evaluation.config import EvalConfig
     from .evaluation.grid import GridRunner
@@ -93,5 +97,10 @@ def evaluate(output, *, model="tiny-fmnist", pretrained=None, datasets=("fashion
     cfg = EvalConfig(output=str(output), model=model, pretrained=pretrained, datasets=list(datasets),
                      attacks=anames, eps=[str(e) if not isinstance(e, str) else e for e in eps], defenses=dnames,
                      threat_model=threat_model, objects=objects, **options)
-    written = GridRunner(cfg, log=log or (lambda *a, **k: None)).run()
+    runner = GridRunner(cfg, log=log or (lambda *a, **k: None))
+    written = runner.run()
+    if runner.failures:  # as `counterclip eval` exits non-zero; the records that were written stay on disk
+        from .evaluation.validate import FailedCells
+
+        raise FailedCells(runner.failures, written)
     return [dict(json.loads(Path(p).read_text()), _path=str(p)) for p in written]

@@ -82,6 +82,10 @@ def register(sub, add_model_args, add_data_args) -> None:
     r("--batch-size", type=int, default=64)
     r("--seed", type=int, default=0)
     r("--overwrite", action="store_true", help="recompute cells that are already finished")
+    r("--on-invalid", choices=["fail", "skip"], default="fail",
+      help="an output that fails its checks (logits (B, C) finite; adversarial inputs finite, in [0,1] and the "
+           "eps-ball; gate scores (B,) finite): fail its cell in one line, no record (exit status 3 after the "
+           "other cells), or skip: record it with those samples counted wrong, marked invalid")
     r("--output", required=True, help="directory for records (state lives in OUTPUT/.state)")
     p.set_defaults(func=_cmd_eval)
 
@@ -127,14 +131,17 @@ def eval_config(args):
         seed=args.seed, device=args.device, overwrite=args.overwrite, image_size=preset.get("image_size"),
         resize=preset.get("resize"), precision=args.precision, prompts=given(args.prompts, "prompts", "clip"),
         quantize=args.quantize, aa_version=args.aa_version, aa_steps=args.aa_steps,
-        square_queries=args.square_queries, eval_draws=args.eval_draws, attack_eps=preset.get("attack_eps"))
+        square_queries=args.square_queries, eval_draws=args.eval_draws, attack_eps=preset.get("attack_eps"),
+        on_invalid=args.on_invalid)
 
 
 def _cmd_eval(args) -> int:
     from .evaluation.grid import GridRunner
 
-    GridRunner(eval_config(args)).run()
-    return 0
+    runner = GridRunner(eval_config(args))
+    runner.run()
+    # 3: the run finished but cells failed their output checks (1 is a crash, 2 bad input); the summary lists them
+    return 3 if runner.failures else 0
 
 
 def _cmd_report(args) -> int:

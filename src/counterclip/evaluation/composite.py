@@ -58,15 +58,17 @@ def broken_by_labels(attack, broken_by: torch.Tensor, num_classes: int) -> np.nd
     return np.array([lut[int(v) + 1] for v in broken_by.long().tolist()], dtype=f"<U{max(map(len, lut)) or 1}")
 
 
-def eval_draws(ctx, defense, dname, x, y, idx, first_logits) -> torch.Tensor:
-    """[B, R] correctness on R draws; column 0 is ``first_logits`` (the record's usual single draw)."""
+def eval_draws(ctx, defense, dname, x, y, idx, first_logits, check) -> torch.Tensor:
+    """[B, R] correctness on R draws; column 0 is ``first_logits`` (the record's usual single draw). Every
+    draw's logits pass ``check`` (a validate.BatchCheck), as the first draw's did."""
     r = ctx.cfg.eval_draws
-    cols = [first_logits.argmax(-1).cpu() == y.cpu()]
+    cols = [check.correct(first_logits, y)]
     if r > 1 and getattr(defense, "randomized", False):
         with torch.no_grad():
             for k in range(1, r):
                 logits = defense(ctx.clf, x, generator=ctx.gens(idx, f"defense:{dname}:draw{k}"))
-                cols.append(logits.argmax(-1).cpu() == y.cpu())
+                check.logits(dname, logits)
+                cols.append(check.correct(logits, y))
     else:  # deterministic: every draw is the same
         cols = cols * r
     return torch.stack(cols, 1)

@@ -71,6 +71,7 @@ class EvalConfig:
     aa_steps: int = 100  # iterations of AutoAttack's APGD/FAB parts
     square_queries: int = 5000  # Square's query budget (alone and inside AutoAttack)
     eval_draws: int = 1  # draws of a randomised defense each final input is classified on
+    on_invalid: str = "fail"  # an output that fails its checks: fail the cell, or skip (count wrong, mark)
     attack_eps: dict | None = None  # attack -> the only budgets it runs at (the paper preset's aa-paper at 4/255)
     defense_args: dict = field(default_factory=dict)  # name -> {key: value}, --defense-arg (plugins.py)
     attack_args: dict = field(default_factory=dict)  # name -> {key: value}, --attack-arg
@@ -163,6 +164,9 @@ class EvalConfig:
             raise ValueError("--aa-steps and --square-queries must be >= 0, --eval-draws >= 1")
         if self.batch_size < 1 or self.steps < 0 or self.eot_samples < 1:
             raise ValueError("--batch-size and --eot-samples must be >= 1, --steps >= 0")
+        from .validate import check_mode
+
+        check_mode(self.on_invalid)
         from ..data.prompts import check_style
 
         check_style(self.prompts)

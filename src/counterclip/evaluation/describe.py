@@ -96,12 +96,16 @@ def cost_summary(rows: torch.Tensor | None) -> dict | None:
 
 
 @torch.no_grad()
-def gate_pass(defense, classifier, x, generator) -> torch.Tensor | None:
-    """Per sample: the gate lets the input through unpurified (None for an ungated defense)."""
+def gate_pass(defense, classifier, x, generator, check=None) -> torch.Tensor | None:
+    """Per sample: the gate lets the input through unpurified (None for an ungated defense). ``check``
+    (evaluation/validate.py) sees the gate score first."""
     thr = gate_threshold(defense)
     if thr is None:
         return None
-    return gate_passes(defense, defense.gate_score(classifier, x, generator).float(), thr).cpu()
+    score = defense.gate_score(classifier, x, generator)
+    if check is not None:
+        score = check(score)
+    return gate_passes(defense, score.float(), thr).cpu()
 
 
 def gate_summary(defense, clean_pass, adv_pass) -> dict | None:

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from ..budgets import eps_str, parse_eps
 from ..defenses import Defended
 from . import sanity
+from .validate import draws_differ
 
 
 class Probes:
@@ -108,7 +109,7 @@ class Probes:
                     b = defense(self.clf, self.x, generator=torch.Generator().manual_seed(2))
                 finally:
                     sys.settrace(old)
-            return {"randomized": sanity.randomized(not torch.allclose(a, b)),
+            return {"randomized": sanity.randomized(draws_differ(a, b)),
                     "dynamic": sanity.dynamic(bool(getattr(defense, "dynamic", False)), calls["n"] > 0)}
         return self.memo(("dflags", dname), run)
 
@@ -135,7 +136,7 @@ class Probes:
             with torch.no_grad():
                 a = defense(self.clf, self.x, generator=torch.Generator().manual_seed(1))
                 b = defense(self.clf, self.x, generator=torch.Generator().manual_seed(2))
-            return sanity.randomness(defense, not torch.allclose(a, b))
+            return sanity.randomness(defense, draws_differ(a, b))
         return self.memo(("rand", dname), run)
 
     def previous(self, aname, eps, dname, threat, adaptive_name):

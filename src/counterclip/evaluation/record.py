@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from . import composite
+from . import composite, validate
 from .clip_benchmark import add_benchmark_fields
 from .describe import cost_summary, gate_summary, gradient_choice
 from .integrity import seal_record
@@ -34,12 +34,13 @@ RECORD_FIELDS = {
     "sanity": "the sanity suite: {check: {passed, detail}}", "cost": "encoder passes per image, images/s",
     "gate": "gated defenses: threshold and the share of clean and adversarial inputs the gate lets through",
     "autoattack": "composed attacks: robust accuracy after each stage", "settings": "every run setting",
+    "invalid": "samples whose outputs failed their checks (--on-invalid skip counts them wrong)",
     "sidecar": "the .npz with per-sample arrays", "integrity": "config key and checksums (resume, damage checks)",
 }
 
 
 def build_record(ctx, run, label: str, eps: float, threat: str, attack, dname, defense, clean, result,
-                 x_init=None, sanity=None, attack_time_s=None) -> dict:
+                 x_init=None, sanity=None, attack_time_s=None, invalid=None) -> dict:
     """The record's JSON fields (before sealing). ``run``: the runner's model-wide facts (``cfg``, ``model``,
     ``model_id``, ``tau_encoder``); ``attack``: the attack as the record names it (``plan.as_recorded``);
     ``clean``/``result``: the clean and attacked ``CellResult``; ``sanity``: rec -> the sanity block."""
@@ -72,6 +73,10 @@ def build_record(ctx, run, label: str, eps: float, threat: str, attack, dname, d
         rec["autoattack"] = composite.stage_record(attack, result.broken_by, ctx.clf.num_classes)
     if sanity is not None:
         rec["sanity"] = sanity(rec)
+    count, valid_check = validate.record_fields(invalid, ctx.clean["idx"])
+    if valid_check is not None:  # skip mode's invalid samples are counted wrong above, and marked here
+        rec["invalid"] = count
+        rec.setdefault("sanity", {})["valid_outputs"] = valid_check
     # seconds this run spent on the record's own cells (0 for cells resumed from saved chunks); the attack
     # generation time, shared by every defense of an oblivious attack, is given apart
     rec["time_s"] = round(result.elapsed, 2) if result.elapsed is not None else None

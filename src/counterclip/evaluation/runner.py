@@ -21,7 +21,7 @@ import torch
 from .. import __version__
 from ..defenses import TTC, Defended
 from ..defenses.base import for_dataset
-from . import execute, factory, keys
+from . import execute, factory, keys, validate
 from .config import EvalConfig
 from .context import DatasetContext
 from .distributed import Dist
@@ -59,6 +59,7 @@ class GridRunner:
         self.store = execute.ChunkStore(self.dist, cfg.overwrite)
         self.history = History()
         self.written: list[Path] = []
+        self.failures: list[str] = []  # cells whose outputs failed their checks (validate.py): no record
 
     @property
     def tau_encoder(self):
@@ -120,22 +121,32 @@ class GridRunner:
         keys.finish_base_key(ctx.base_key, cfg.quantize, factory.parse_eps(cfg.ttc_eps), self.tau_encoder is not None)
         ctx.tau_ttc = TTC(eps=cfg.ttc_eps, tau_thres=float("inf"), tau_encoder=self.tau_encoder)
         ctx.clean = execute.clean_cell(ctx, self.store, keys.clean_folder(ctx.state, ctx.base_key))
-        clean = {d: execute.defense_cell(ctx, self.store, self._def_folder(ctx, d, defenses[d], "clean"), d,
-                                         defenses[d]) for d in defenses}
+        clean = {}
+        for d in defenses:
+            with validate.contained(self.failures, self.log):  # a failed defense gets no other cell either
+                clean[d] = execute.defense_cell(ctx, self.store, self._def_folder(ctx, d, defenses[d], "clean"), d,
+                                                defenses[d])
+        defenses = {d: v for d, v in defenses.items() if d in clean}
         self.probes = None
         self.pgd_points: dict = {}  # eps -> (folder, attack) of the oblivious PGD, which gate attacks extend
         plan = plan_dataset(cfg, defenses, ctx.clf.num_classes)
         for a, why in plan.skipped:
             self.log(f"{ctx.name}: {a} skipped ({why})")
         for cell in plan.cells:
-            if cell.attack == "none":
-                for d in cell.defenses:
-                    if self.finished(ctx, cell, "none", None, d, defenses[d]) is None:
-                        self.record(ctx, cell, "none", None, d, defenses[d], clean[d], clean[d])
-            elif cell.threat == "oblivious":
-                self.oblivious(ctx, cell, defenses, clean)
-            else:
-                self.adaptive(ctx, cell, defenses[cell.defenses[0]], clean[cell.defenses[0]])
+            if any(d not in defenses for d in cell.defenses):  # its defense failed on clean inputs
+                cell = Cell(cell.attack, cell.eps, cell.threat, tuple(d for d in cell.defenses if d in defenses),
+                            cell.mode, cell.extends)
+                if not cell.defenses:
+                    continue
+            with validate.contained(self.failures, self.log):  # a failed cell writes no record; the rest go on
+                if cell.attack == "none":
+                    for d in cell.defenses:
+                        if self.finished(ctx, cell, "none", None, d, defenses[d]) is None:
+                            self.record(ctx, cell, "none", None, d, defenses[d], clean[d], clean[d])
+                elif cell.threat == "oblivious":
+                    self.oblivious(ctx, cell, defenses, clean)
+                else:
+                    self.adaptive(ctx, cell, defenses[cell.defenses[0]], clean[cell.defenses[0]])
 
     def _def_folder(self, ctx, dname, defense, inputs: str) -> Path:
         return keys.defense_folder(ctx.state, ctx.base_key, dname, defense.params(), inputs, self.cfg.eval_draws)
@@ -156,12 +167,14 @@ class GridRunner:
             return
         adv, attack_time = execute.oblivious_cell(ctx, self.store, folder, attack)
         for d in todo:
-            res = execute.defense_cell(ctx, self.store, self._def_folder(ctx, d, defenses[d], folder.name), d,
-                                       defenses[d], adv=(folder, attack))
-            res.elapsed += clean[d].elapsed
-            res.tau_adv, res.broken_by = adv["tau_adv"], adv.get("broken_by")
-            self.history.obliv[(cell.attack, cell.eps, d)] = res.correct
-            self.record(ctx, cell, cell.attack, attack, d, defenses[d], clean[d], res, attack_time_s=attack_time)
+            with validate.contained(self.failures, self.log):
+                res = execute.defense_cell(ctx, self.store, self._def_folder(ctx, d, defenses[d], folder.name), d,
+                                           defenses[d], adv=(folder, attack))
+                res.elapsed += clean[d].elapsed
+                res.tau_adv, res.broken_by = adv["tau_adv"], adv.get("broken_by")
+                self.history.obliv[(cell.attack, cell.eps, d)] = res.correct
+                self.record(ctx, cell, cell.attack, attack, d, defenses[d], clean[d], res,
+                            attack_time_s=attack_time)
 
     def adaptive(self, ctx, cell: Cell, defense, clean) -> None:
         cfg, dname = self.cfg, cell.defenses[0]
@@ -198,7 +211,7 @@ class GridRunner:
             return None
         path, config_key = self.record_path(ctx, cell, label, attack, dname, defense, x_init)
         found = read_finished(path, config_key)
-        if found is None or "robust_correct" not in found[1]:
+        if found is None or "robust_correct" not in found[1] or not validate.reusable(found[0], self.cfg.on_invalid):
             return None
         if self.dist.is_main:
             self.history.summary.append(found[0])
@@ -210,8 +223,10 @@ class GridRunner:
         if not self.dist.is_main:
             return
         tau_adv = ctx.clean["tau"] if result.tau_adv is None else result.tau_adv  # clean record: clean inputs
+        invalid = clean.invalid if result is clean else invalid_of(clean.invalid, result.invalid)
         rec = build_record(ctx, self, label, cell.eps, cell.threat, attack, dname, defense, clean, result, x_init,
-                           lambda r: self.sanity_for(ctx, cell, label, attack, dname, defense, r), attack_time_s)
+                           lambda r: self.sanity_for(ctx, cell, label, attack, dname, defense, r), attack_time_s,
+                           invalid)
         path, config_key = self.record_path(ctx, cell, label, attack, dname, defense, x_init)
         write_pair(path, rec, config_key, sidecar_arrays(ctx, clean, result, tau_adv, attack))
         self.written.append(path)
@@ -239,11 +254,22 @@ class GridRunner:
         check_space(ctx.state, est, self.log)
 
     def print_summary(self, seconds: float) -> None:
+        if self.failures:
+            self.log(f"\n{len(self.failures)} cell(s) FAILED their output checks and have no record:")
+            for f in self.failures:
+                self.log(f"  {f}")
         if not self.summary:
-            self.log("nothing to evaluate")
+            self.log("nothing to evaluate" if not self.failures else "no record written")
             return
         self.log(SUMMARY_HEADER)
         for r in self.summary:
             self.log(summary_line(r))
         self.log(f"{len(self.summary)} records in {self.out} ({seconds:.0f} s); "
                  f"`counterclip report {self.out}` builds the tables and figures")
+
+
+def invalid_of(clean_codes, robust_codes):
+    """A record's per-sample failed-check codes: its clean cell's and its attacked cell's."""
+    if clean_codes is None or robust_codes is None:
+        return clean_codes if robust_codes is None else robust_codes
+    return clean_codes | robust_codes

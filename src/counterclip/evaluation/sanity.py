@@ -63,8 +63,13 @@ def adaptive_vs_oblivious(adaptive_acc: float, oblivious_acc: float | None) -> d
                                   "not the defense strong"))
 
 
-def randomness(defense, differs: bool) -> dict:
-    notes = []
+INVALID_DRAWS = ("its outputs on the probe images are not finite logits of one shape, so two draws prove neither "
+                 "randomness nor determinism")
+
+
+def randomness(defense, differs: bool | None) -> dict:
+    """``differs``: two draws gave finite, different logits (None: they were not finite logits)."""
+    notes = [INVALID_DRAWS] if differs is None else []
     if differs:
         notes.append("randomised: its prediction changed with the random seed on the probe images; robust "
                      "accuracy is one draw, attack it with EOT (adaptive threat model)")
@@ -80,7 +85,9 @@ def note(fired: bool, detail: str) -> dict:
     return {"passed": None, "fired": bool(fired), "detail": detail}
 
 
-def randomized(differs: bool) -> dict:
+def randomized(differs: bool | None) -> dict:
+    if differs is None:
+        return note(False, INVALID_DRAWS)
     return note(differs, "randomised: the prediction changed with the random draw on the probe images; use EOT "
                          "(--aa-version rand, adaptive attacks) and --eval-draws" if differs
                 else "deterministic: the same prediction on every draw")

@@ -7,7 +7,8 @@ from __future__ import annotations
 # EvalConfig fields that choose *which* cells run, or how fast, but not what any cell computes. Every other
 # field (including ones added later) counts as a setting: when in doubt, keep results apart.
 NOT_SETTINGS = {"output", "datasets", "attacks", "eps", "defenses", "threat_model", "adaptive_attacks",
-                "batch_size", "device", "overwrite", "probe_size", "download"}
+                "batch_size", "device", "overwrite", "probe_size", "download", "on_invalid"}
+# on_invalid: a valid cell is the same under fail and skip; an invalid one carries its own mark (validate.py)
 
 
 # Settings that only tune the attacks. Each record's own attack config says what its attack did, so the report

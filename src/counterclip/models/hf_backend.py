@@ -80,6 +80,34 @@ def _check_tokenizer(tokenizer, ident: str) -> None:
             "vocab.json + merges.txt or tokenizer.json)")
 
 
+# transformers' weight files that are pickles: reading one runs whatever code its pickle names
+_PICKLED = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
+
+def refuse_pickled_weights(folder: str) -> None:
+    """Refuse a save_pretrained folder whose weights are pickled (no ``.safetensors`` to read instead), before
+    transformers opens anything; ``build`` then asks transformers for safetensors only."""
+    import json
+
+    names = os.listdir(folder)
+    try:  # a config may name its weights file itself ("transformers_weights"), which transformers reads first
+        with open(os.path.join(folder, "config.json")) as f:
+            named = json.load(f).get("transformers_weights")
+    except (OSError, ValueError, AttributeError):
+        named = None
+    named_pickle = isinstance(named, str) and named.endswith(_PICKLED)
+    if any(n.endswith(".safetensors") for n in names) and not named_pickle:
+        return
+    pickled = sorted(n for n in names if n.endswith(_PICKLED) or n.endswith(".bin.index.json"))
+    if pickled or named_pickle:
+        shown = ", ".join(([named] if named_pickle else []) + pickled[:4])
+        raise CounterclipError(
+            f"refusing to load hf model {folder}: its weights ({shown}) are a pickle, which can run code when read; "
+            "counterclip reads Hugging Face weights only from a .safetensors file. Convert once, on a machine "
+            "where you trust the file: python -c \"from transformers import CLIPModel; "
+            f"CLIPModel.from_pretrained('{folder}').save_pretrained('{folder}')\" (writes model.safetensors)")
+
+
 def _is_local_path(ident: str) -> bool:
     return ident.startswith(("/", "./", "../", "~", ".\\")) or os.path.isabs(ident) or os.path.isdir(ident)
 
@@ -92,6 +120,7 @@ def build(name: str, device="cpu") -> ClipModel:
         if not os.path.isdir(ident):
             raise CounterclipError(f"hf: model directory not found: {ident} (expected a folder written by "
                                    "save_pretrained, with config.json, the weights and the tokenizer files)")
+        refuse_pickled_weights(ident)
     try:
         import transformers
     except ImportError:
@@ -101,7 +130,9 @@ def build(name: str, device="cpu") -> ClipModel:
     mean, std, interp = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711), "bicubic"
     with contextlib.nullcontext() if local else hub_access():
         try:
-            model = transformers.CLIPModel.from_pretrained(ident)
+            # safetensors only (a hub repo with pickled weights alone is refused too); no trust_remote_code: a
+            # folder's own modelling code never runs
+            model = transformers.CLIPModel.from_pretrained(ident, use_safetensors=True)
             tokenizer = transformers.AutoTokenizer.from_pretrained(ident)
         except (OSError, ValueError) as e:  # ValueError: huggingface_hub's HFValidationError for a malformed id
             reason = str(e).strip().splitlines()[0]

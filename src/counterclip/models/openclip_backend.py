@@ -133,7 +133,7 @@ def build(name: str, pretrained: str | None, device="cpu", random_init: bool = F
                                            **kwargs)
             tokenizer = open_clip.get_tokenizer(name)
         except pickle.UnpicklingError as e:  # a local file that needs more than weights_only=True allows
-            raise refusal_error(Path(str(pretrained)), e) from None
+            raise refusal_error(_weights_file(name, pretrained), e) from None
         except (RuntimeError, OSError, ValueError) as e:
             if not from_hub:
                 raise CounterclipError(f"cannot load {name}: {e}") from None
@@ -153,6 +153,18 @@ def build(name: str, pretrained: str | None, device="cpu", random_init: bool = F
                      backbone=model, geometry=from_open_clip(pp, image_size))
     clip.activation = activation_of(model)
     return clip.to(device)
+
+
+def _weights_file(name: str, pretrained) -> Path:
+    """The file open_clip read for ``name`` (for a ``local-dir:`` folder, the checkpoint it picks there)."""
+    if name.startswith("local-dir:"):
+        try:
+            from open_clip.factory import _find_checkpoint_in_dir  # open_clip's own choice, not a second copy
+        except ImportError:
+            return Path(name.split(":", 1)[1])
+        found = _find_checkpoint_in_dir(Path(name.split(":", 1)[1]).expanduser())
+        return Path(found or name.split(":", 1)[1])
+    return Path(str(pretrained if pretrained is not None else name))
 
 
 class OpenClipText:

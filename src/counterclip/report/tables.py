@@ -69,7 +69,7 @@ def accuracy_tables(records: list[Record]) -> list[str]:
             header = ["dataset", "n"]
             for d in defenses:
                 header += [f"{d} clean"] if clean_only else [f"{d} clean", f"{d} robust"]
-            rows, per_col, caveats = [], {}, set()
+            rows, per_col, caveats, invalid = [], {}, set(), False
             for ds in datasets:
                 row_recs = [cells[k] for d in defenses
                             if (k := (model, threat, label, eps, ds, d)) in cells]
@@ -81,8 +81,10 @@ def accuracy_tables(records: list[Record]) -> list[str]:
                 for d in defenses:
                     r = cells.get((model, threat, label, eps, ds, d))
                     vals = [r.clean_acc if r else None] + ([] if clean_only else [r.robust_acc if r else None])
+                    marked = bool(r and (r.raw or {}).get("invalid"))  # --on-invalid skip counted some wrong
+                    invalid |= marked
                     for j, v in enumerate(vals):
-                        row.append(pct(v))
+                        row.append(pct(v) + (" ⁴" if marked else ""))
                         if not is_excluded_from_average(ds):
                             per_col.setdefault((d, j), []).append(v)
                 rows.append(row)
@@ -109,6 +111,9 @@ def accuracy_tables(records: list[Record]) -> list[str]:
                              "and is not comparable with the other columns.")
             if caveats:
                 notes.append("³ not the paper's data for this dataset: " + "; ".join(sorted(caveats)) + ".")
+            if invalid:
+                notes.append("⁴ some outputs of this record failed their checks and were counted wrong "
+                             "(--on-invalid skip): see its valid_outputs sanity check.")
             lines += [" ".join(notes), ""]
     return lines
 
