@@ -15,7 +15,6 @@ from .stats import TauStats, WorstCase, mean_or_nan, wilson
 from .style import defense_style
 
 PANELS_PER_PAGE = 12       # tau histograms: 4 rows of 3; more panels go on further pages, none is dropped
-BAND_NOTE = "shaded: 95 % Wilson interval; markers dodged sideways so overlapping lines stay visible"
 
 
 def _matplotlib():
@@ -54,8 +53,9 @@ def _eps_lines(fig, ax, series: list[tuple], ticks: dict[float, str]) -> None:
         x = np.asarray(xs, dtype=float) + dx
         y = 100 * np.asarray(ys, dtype=float)
         ci = np.array([wilson(a, n) if ok else (math.nan, math.nan) for a, n, ok in zip(ys, ns, exact)])
-        ax.fill_between(x, 100 * ci[:, 0], 100 * ci[:, 1], color=st.colour, alpha=0.12, linewidth=0,
-                        zorder=1)
+        ax.fill_between(x, 100 * ci[:, 0], 100 * ci[:, 1], color=st.colour, alpha=0.1, linewidth=0, zorder=1)
+        for edge in (ci[:, 0], ci[:, 1]):   # thin edges: which band is whose where several overlap
+            ax.plot(x, 100 * edge, color=st.colour, linestyle=st.linestyle, linewidth=0.6, alpha=0.45, zorder=2)
         ax.plot(x, y, color=st.colour, linestyle=st.linestyle, linewidth=1.6, marker=st.marker,
                 markersize=max(4.0, 10.0 - 1.2 * i), markerfacecolor="none", markeredgewidth=1.6,
                 label=label, zorder=3 + i)
@@ -63,8 +63,11 @@ def _eps_lines(fig, ax, series: list[tuple], ticks: dict[float, str]) -> None:
             if not ok:  # min over attacks without per-sample data: only an upper bound
                 ax.annotate("≤", (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=8,
                             color=st.colour)
-    ax.set_xticks(sorted(ticks), [ticks[t] for t in sorted(ticks)])
-    ax.set_xlabel("ε (ε = 0: clean accuracy)")
+    if len(ticks) <= 7:
+        ax.set_xticks(sorted(ticks), [ticks[t] if t else "0\n(clean)" for t in sorted(ticks)])
+        ax.set_xlabel("ε;  shaded: 95 % Wilson interval")
+    else:  # many budgets: one fraction per tick would overlap
+        ax.set_xlabel("ε (× 1/255; 0: clean);  shaded: 95 % Wilson interval")
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(-2, 102)
     ax.grid(alpha=0.3)
@@ -107,7 +110,6 @@ def accuracy_vs_eps(records: list[Record], fig_dir: Path) -> list[Path]:
         ax = fig.add_subplot(1, 1, 1)
         _eps_lines(fig, ax, series, ticks)
         ax.set_title(f"{dataset}: {label} ({threat})" + (f"\n{model}" if many_models else ""), fontsize=10)
-        fig.suptitle(BAND_NOTE, fontsize=6.5, y=0.005, va="bottom", color="0.35")
         name = (f"acc_vs_eps_{slug(dataset)}_{slug(label)}_{threat}" + (f"_{slug(model)}" if many_models else "")
                 + ".png")
         out.append(_save(fig, fig_dir / name))
@@ -149,11 +151,15 @@ def worst_case_figures(records: list[Record], worst: list[WorstCase], fig_dir: P
         ax = fig.add_subplot(1, 1, 1)
         _eps_lines(fig, ax, series, ticks)
         ax.set_ylabel("worst-case robust accuracy (%)")
-        sub = "\n".join(textwrap.wrap(_attacks_text(ws), 75))
+        sub = _attacks_text(ws)
+        every = {(r.threat_model, r.attack_label) for w in ws for r in w.records}
+        if any({(r.threat_model, r.attack_label) for r in w.records} != every for w in ws):
+            sub += " (not every attack ran at every point: see worst_case.csv)"
+        sub = "\n".join(textwrap.wrap(sub, 62, break_on_hyphens=False))
         ax.set_title(f"{dataset}: worst case over every attack" + (f"\n{model}" if many_models else "")
                      + f"\n{sub}", fontsize=9)
-        fig.suptitle(BAND_NOTE + ("; ≤: upper bound (no per-sample data)" if not all(w.exact for w in ws) else ""),
-                     fontsize=6.5, y=0.005, va="bottom", color="0.35")
+        if not all(w.exact for w in ws):
+            ax.set_xlabel(ax.get_xlabel() + ";  ≤: upper bound (no per-sample data)")
         name = f"worst_case_{slug(dataset)}" + (f"_{slug(model)}" if many_models else "") + ".png"
         out.append(_save(fig, fig_dir / name))
     return out
@@ -190,7 +196,8 @@ def tau_histograms(records: list[Record], fig_dir: Path) -> tuple[list[Path], li
                 st = defense_style(r.defense, r.defense_label)
                 both = np.concatenate([clean, adv])
                 lo, hi = float(both.min()), float(both.max())
-                bins = np.linspace(lo, hi if hi > lo else lo + 1e-6, 31)
+                nbins = int(np.clip(2 * math.sqrt(max(len(clean), len(adv))), 8, 30))
+                bins = np.linspace(lo, hi if hi > lo else lo + 1e-6, nbins + 1)
                 if len(clean):
                     ax.hist(clean, bins=bins, color="0.7", label=f"clean (n={len(clean)})")
                 if len(adv):
@@ -198,7 +205,17 @@ def tau_histograms(records: list[Record], fig_dir: Path) -> tuple[list[Path], li
                             label=f"adversarial (n={len(adv)})")
                 thres = r.defense_params.get("tau_thres")
                 if isinstance(thres, (int, float)):
-                    ax.axvline(float(thres), color="k", linestyle="--", linewidth=1, label=f"τ_thres={thres:g}")
+                    width = max(hi - lo, 1e-6)
+                    if lo - 0.15 * width <= thres <= hi + 0.15 * width:
+                        ax.axvline(float(thres), color="k", linestyle="--", linewidth=1,
+                                   label=f"τ_thres={thres:g}")
+                    else:  # drawn to scale, a far-off gate would squeeze the histogram into a sliver
+                        right = thres > hi
+                        text = (f"τ_thres={thres:g} →\n(every input below)" if right
+                                else f"← τ_thres={thres:g}\n(every input above)")
+                        ax.annotate(text, (0.98 if right else 0.02, 0.5), xycoords="axes fraction", fontsize=7,
+                                    ha="right" if right else "left", va="center")
+                ax.yaxis.get_major_locator().set_params(integer=True)
                 ax.set_title(f"{r.defense_label}: {r.attack_label} ε={r.eps_str} ({r.threat_model})", fontsize=8.5,
                              color=st.colour)
                 ax.set_xlabel("τ", fontsize=8)
