@@ -5,11 +5,14 @@
 into ``out_dir`` (default ``run_dir``):
 
 - ``results.md``: one paper-style table per (attack, eps, threat model) with datasets as rows plus an average
-  row (TinyImageNet excluded, as in the paper) and defense x {clean, robust} as columns; an oblivious vs
-  adaptive table with the per-sample worst case over all attacks; failed sanity checks; tau statistics with
-  tau's AUROC as a detector of adversarial inputs; links to the figures.
-- ``results.csv`` (one row per record, fractions), ``worst_case.csv``, ``tau.csv``.
-- ``figures/*.png``: tau histograms per dataset, accuracy vs eps per dataset and attack, tau AUROC bars.
+  row (TinyImageNet excluded, as in the paper) and defense x {clean, robust} as columns, each accuracy with its
+  95 % Wilson interval; an oblivious vs adaptive table with the per-sample worst case over all attacks; failed
+  sanity checks; tau statistics with tau's AUROC as a detector of adversarial inputs; links to the figures.
+  Records made with different run settings are kept apart under short labels, their settings listed once.
+- ``results.csv`` (one row per record, fractions), ``worst_case.csv``, ``tau.csv``; with ``formats``
+  containing "latex", ``results.tex`` (the same tables, booktabs).
+- ``figures/*.png``: the worst case over every attack vs eps, accuracy vs eps per attack (Wilson bands), tau
+  histograms (in pages, none dropped), tau AUROC bars; each defense has one colour and marker throughout.
 
 matplotlib is imported only when the figures are drawn; without it the tables are still written.
 """
