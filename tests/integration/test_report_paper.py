@@ -24,11 +24,11 @@ PLUGIN = "my_pkg.defenses:Smooth"
 
 def record(folder: Path, stem: str, *, defense: str, eps_str: str = "4/255", robust: int = 4, clean: int = 12,
            attack: str = "pgd", threat: str = "oblivious", adaptive: str | None = None, settings=None,
-           tau: bool = True, dataset: str = "fashion-mnist") -> None:
+           tau: bool = True, dataset: str = "fashion-mnist", tau_seed: str | None = None) -> None:
     """One result record and its sidecar, as eval writes them (the fields the report reads)."""
     folder.mkdir(parents=True, exist_ok=True)
     eps = float(eps_str.split("/")[0]) / 255
-    rng = np.random.default_rng(zlib.crc32(f"{stem}/{defense}".encode()))
+    rng = np.random.default_rng(zlib.crc32((tau_seed or f"{stem}/{defense}").encode()))
     rec = {"model": "tiny-fmnist", "pretrained": None, "dataset": dataset, "threat_model": threat,
            "attack": {"name": attack, "eps": eps, "eps_str": eps_str, "steps": 10},
            "defense": {"name": defense, "params": {"tau_thres": 0.2} if defense == "ttc" else {}},
@@ -103,6 +103,8 @@ def test_each_defense_has_one_colour_and_marker_in_every_figure(grid, monkeypatc
         (legend,) = fig.legends
         for text, handle in zip(legend.get_texts(), legend.legend_handles):
             d = text.get_text()
+            if d == "same inputs, several defenses":
+                continue
             if hasattr(handle, "get_marker"):                       # a line: colour and marker
                 looks.setdefault(d, set()).update({("colour", _hex(handle.get_color())),
                                                    ("marker", handle.get_marker())})
@@ -120,6 +122,25 @@ def test_each_defense_has_one_colour_and_marker_in_every_figure(grid, monkeypatc
     assert list(none.get_ydata()) == list(rn.get_ydata())
     assert none.get_marker() != rn.get_marker() and none.get_markersize() > rn.get_markersize()
     assert "figures/worst_case_fashion-mnist.png" in written
+
+
+def test_auroc_bars_are_labelled_and_one_input_set_is_one_bar(tmp_path, monkeypatch):
+    """An oblivious attack's inputs are the same for every defense, and so is tau: one bar for them, named;
+    the adaptive attacks (inputs made per defense) keep a bar each, in the defense's colour."""
+    pytest.importorskip("matplotlib")
+    root = tmp_path / "run"
+    for d in ("none", "rn", "ttc"):
+        record(root, f"pgd_{d}", defense=d, tau_seed="same inputs")
+        if d != "none":
+            record(root, f"eot_{d}", defense=d, threat="adaptive", adaptive="eot-pgd")
+    saved = _capture_figures(monkeypatch)
+    build_report(root)
+    (ax,) = dict(saved)["tau_auroc.png"].axes
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels == ["pgd 4/255 (obl.) · none, rn, ttc", "eot-pgd 4/255 (adaptive) · rn",
+                      "eot-pgd 4/255 (adaptive) · ttc"]
+    bars = ax.patches
+    assert [_hex(b.get_facecolor()) for b in bars[1:]] == [_hex(defense_style(d).colour) for d in ("rn", "ttc")]
 
 
 def test_no_tau_panel_is_dropped_past_24(tmp_path, monkeypatch):

@@ -230,6 +230,33 @@ def tau_histograms(records: list[Record], fig_dir: Path) -> tuple[list[Path], li
     return out, notes
 
 
+def _auroc_rows(ts: list[TauStats]) -> list[tuple]:
+    """(y label, AUROC, defense name or None, defense label) per bar. An oblivious attack's inputs are made on the
+    undefended model, so every defense sees the same ones and tau (measured on the model, not the defense) is
+    the same: such runs share one bar instead of repeating it once per defense."""
+    rows: list[tuple] = []
+    merged: list[list[TauStats]] = []
+    for t in ts:
+        last = merged[-1][-1] if merged else None
+        r = t.record
+        if (last is not None and r.threat_model == "oblivious" == last.record.threat_model
+                and (r.attack_label, r.eps_key) == (last.record.attack_label, last.record.eps_key)
+                and t.auroc == last.auroc):
+            merged[-1].append(t)
+        else:
+            merged.append([t])
+    for run in merged:
+        r = run[0].record
+        head = f"{r.attack_label} {r.eps_str} ({'obl.' if r.threat_model == 'oblivious' else r.threat_model})"
+        if len(run) == 1:
+            rows.append((f"{head} · {r.defense_label}", run[0].auroc, r.defense, r.defense_label))
+        else:
+            names = ", ".join(t.record.defense_label for t in run)
+            rows.append((f"{head} · {names if len(names) <= 28 else f'{len(run)} defenses'}", run[0].auroc, None,
+                         None))
+    return rows
+
+
 def auroc_bars(taus: list[TauStats], fig_dir: Path) -> list[Path]:
     """tau's AUROC as a detector of adversarial inputs: one horizontal bar per record, labelled on the left,
     coloured by defense, grouped by dataset; the chance level (0.5) dashed."""
@@ -245,24 +272,26 @@ def auroc_bars(taus: list[TauStats], fig_dir: Path) -> list[Path]:
     for t in items:
         groups.setdefault((t.record.model_label, t.record.dataset), []).append(t)
     many_models = len({m for m, _ in groups}) > 1
-    fig = Figure(figsize=(6.4, 1.0 + 0.28 * len(items) + 0.45 * len(groups)), layout="constrained")
+    n_bars = {g: len(_auroc_rows(ts)) for g, ts in groups.items()}
+    fig = Figure(figsize=(6.4, 1.1 + 0.28 * sum(n_bars.values()) + 0.45 * len(groups)), layout="constrained")
     axes = fig.subplots(len(groups), 1, sharex=True, squeeze=False,
-                        gridspec_kw={"height_ratios": [len(g) for g in groups.values()]})[:, 0]
+                        gridspec_kw={"height_ratios": list(n_bars.values())})[:, 0]
     seen: dict[str, object] = {}
     for ax, ((model, dataset), ts) in zip(axes, groups.items()):
-        ys = np.arange(len(ts))[::-1]
-        for y, t in zip(ys, ts):
-            r = t.record
-            st = defense_style(r.defense, r.defense_label)
-            bar = ax.barh(y, t.auroc, height=0.7, color=st.colour, alpha=0.85)
-            seen.setdefault(r.defense_label, bar)
-            ax.text(t.auroc + 0.01, y, f"{t.auroc:.2f}", va="center", fontsize=7)
-        ax.set_yticks(ys, [f"{t.record.defense_label} · {t.record.attack_label} {t.record.eps_str} "
-                           f"({'obl.' if t.record.threat_model == 'oblivious' else t.record.threat_model})"
-                           for t in ts], fontsize=7.5)
+        bars = _auroc_rows(ts)
+        ys = np.arange(len(bars))[::-1]
+        for y, (text, value, defense, label) in zip(ys, bars):
+            if defense is None:     # one input set shared by several defenses: one neutral, hatched bar
+                bar = ax.barh(y, value, height=0.7, color="white", edgecolor="0.3", hatch="///")
+                seen.setdefault("same inputs, several defenses", bar)
+            else:
+                bar = ax.barh(y, value, height=0.7, color=defense_style(defense, label).colour, alpha=0.85)
+                seen.setdefault(label, bar)
+            ax.text(value + 0.01, y, f"{value:.2f}", va="center", fontsize=7)
+        ax.set_yticks(ys, [b[0] for b in bars], fontsize=7.5)
         ax.axvline(0.5, color="k", linestyle="--", linewidth=1)
         ax.set_xlim(0, 1.08)
-        ax.set_ylim(-0.6, len(ts) - 0.4)
+        ax.set_ylim(-0.6, len(bars) - 0.4)
         ax.set_title(dataset + (f" — {model}" if many_models else ""), fontsize=9, loc="left")
         ax.grid(axis="x", alpha=0.3)
     axes[-1].set_xlabel("AUROC of −τ (adversarial = positive); dashed: chance (0.5)")
