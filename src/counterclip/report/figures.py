@@ -296,7 +296,9 @@ def auroc_bars(taus: list[TauStats], fig_dir: Path) -> list[Path]:
         ax.grid(axis="x", alpha=0.3)
     axes[-1].set_xlabel("AUROC of −τ (adversarial = positive); dashed: chance (0.5)")
     fig.suptitle("τ as a detector of adversarial inputs", fontsize=10)
-    fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncol=min(5, len(seen)), fontsize=7.5,
+    names = {t.record.defense_label: t.record.defense for t in items}
+    order = sorted(seen, key=lambda lab: (lab in names, order_key(names.get(lab), DEFENSE_ORDER), lab))
+    fig.legend([seen[k] for k in order], order, loc="outside lower center", ncol=min(5, len(seen)), fontsize=7.5,
                frameon=False)
     return [_save(fig, fig_dir / "tau_auroc.png")]
 
