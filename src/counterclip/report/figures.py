@@ -117,13 +117,23 @@ def accuracy_vs_eps(records: list[Record], fig_dir: Path) -> list[Path]:
 
 
 def _attacks_text(worst: list[WorstCase]) -> str:
+    """The attacks a worst-case figure covers, in at most three short lines."""
     by_threat: dict[str, set] = {}
     for w in worst:
         for r in w.records:
             by_threat.setdefault(r.threat_model, set()).add(r.attack_label)
-    parts = [f"{', '.join(sorted(by_threat[t]))} ({t})"
-             for t in sorted(by_threat, key=lambda t: order_key(t, THREAT_ORDER))]
-    return "per sample, over " + "; ".join(parts)
+    threats = sorted(by_threat, key=lambda t: order_key(t, THREAT_ORDER))
+    text = "per sample, over " + "; ".join(f"{', '.join(sorted(by_threat[t]))} ({t})" for t in threats)
+    lines = textwrap.wrap(text, 62, break_on_hyphens=False)
+    if len(lines) > 2:
+        text = "per sample, over " + " and ".join(f"{len(by_threat[t])} {t}" for t in threats) + \
+            " attacks (named in worst_case.csv)"
+    by_defense: dict[str, list] = {}
+    for w in worst:
+        by_defense.setdefault(w.defense, []).append({(r.threat_model, r.attack_label) for r in w.records})
+    if any(any(s != sets[0] for s in sets) for sets in by_defense.values()):
+        text += "; not every attack ran at every ε (see worst_case.csv)"
+    return "\n".join(textwrap.wrap(text, 62, break_on_hyphens=False))
 
 
 def worst_case_figures(records: list[Record], worst: list[WorstCase], fig_dir: Path) -> list[Path]:
@@ -152,10 +162,6 @@ def worst_case_figures(records: list[Record], worst: list[WorstCase], fig_dir: P
         _eps_lines(fig, ax, series, ticks)
         ax.set_ylabel("worst-case robust accuracy (%)")
         sub = _attacks_text(ws)
-        every = {(r.threat_model, r.attack_label) for w in ws for r in w.records}
-        if any({(r.threat_model, r.attack_label) for r in w.records} != every for w in ws):
-            sub += " (not every attack ran at every point: see worst_case.csv)"
-        sub = "\n".join(textwrap.wrap(sub, 62, break_on_hyphens=False))
         ax.set_title(f"{dataset}: worst case over every attack" + (f"\n{model}" if many_models else "")
                      + f"\n{sub}", fontsize=9)
         if not all(w.exact for w in ws):
@@ -273,7 +279,9 @@ def auroc_bars(taus: list[TauStats], fig_dir: Path) -> list[Path]:
         groups.setdefault((t.record.model_label, t.record.dataset), []).append(t)
     many_models = len({m for m, _ in groups}) > 1
     n_bars = {g: len(_auroc_rows(ts)) for g, ts in groups.items()}
-    fig = Figure(figsize=(6.4, 1.1 + 0.28 * sum(n_bars.values()) + 0.45 * len(groups)), layout="constrained")
+    longest = max(len(b[0]) for ts in groups.values() for b in _auroc_rows(ts))
+    fig = Figure(figsize=(4.4 + 0.06 * longest, 1.1 + 0.28 * sum(n_bars.values()) + 0.45 * len(groups)),
+                 layout="constrained")
     axes = fig.subplots(len(groups), 1, sharex=True, squeeze=False,
                         gridspec_kw={"height_ratios": list(n_bars.values())})[:, 0]
     seen: dict[str, object] = {}
@@ -289,17 +297,17 @@ def auroc_bars(taus: list[TauStats], fig_dir: Path) -> list[Path]:
                 seen.setdefault(label, bar)
             ax.text(value + 0.01, y, f"{value:.2f}", va="center", fontsize=7)
         ax.set_yticks(ys, [b[0] for b in bars], fontsize=7.5)
-        ax.axvline(0.5, color="k", linestyle="--", linewidth=1)
+        chance = ax.axvline(0.5, color="k", linestyle="--", linewidth=1)
         ax.set_xlim(0, 1.08)
         ax.set_ylim(-0.6, len(bars) - 0.4)
         ax.set_title(dataset + (f" — {model}" if many_models else ""), fontsize=9, loc="left")
         ax.grid(axis="x", alpha=0.3)
-    axes[-1].set_xlabel("AUROC of −τ (adversarial = positive); dashed: chance (0.5)")
+    axes[-1].set_xlabel("AUROC of −τ (adversarial = positive)")
     fig.suptitle("τ as a detector of adversarial inputs", fontsize=10)
     names = {t.record.defense_label: t.record.defense for t in items}
     order = sorted(seen, key=lambda lab: (lab in names, order_key(names.get(lab), DEFENSE_ORDER), lab))
-    fig.legend([seen[k] for k in order], order, loc="outside lower center", ncol=min(5, len(seen)), fontsize=7.5,
-               frameon=False)
+    fig.legend([seen[k] for k in order] + [chance], order + ["chance (0.5)"], loc="outside lower center",
+               ncol=min(4, len(seen) + 1), fontsize=7.5, frameon=False)
     return [_save(fig, fig_dir / "tau_auroc.png")]
 
 

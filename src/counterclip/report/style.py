@@ -24,9 +24,8 @@ KNOWN = {
     "csr-full": ("#aa4499", "h", ":"),
     "mac": ("#117733", "*", "--"),
 }
-# for names outside KNOWN: colours none of the above uses, and markers
-EXTRA_COLOURS = ("#332288", "#44aa99", "#999933", "#661100", "#6699cc", "#888888", "#ddcc77", "#aa4466",
-                 "#1f77b4", "#8c564b", "#bcbd22", "#17becf")
+# for names outside KNOWN: colours none of the above uses nor comes close to, and markers
+EXTRA_COLOURS = ("#332288", "#44aa99", "#999933", "#8c564b", "#17becf", "#e7298a", "#66a61e", "#b8860b")
 EXTRA_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "p", "h", "*", "<", ">")
 LINE_STYLES = ("-", "--", "-.", ":")
 VARIANT_STYLES = ((0, (5, 1)), (0, (1, 1)), (0, (3, 1, 1, 1)), (0, (6, 2, 1, 2, 1, 2)))
