@@ -27,8 +27,8 @@ from .records import Record, load_records, sort_records
 from .stats import auroc, find_duplicates, tau_auroc, tau_stats, worst_case, worst_cases
 from ..errors import UnknownNameError
 from .latex import latex_document
-from .tables import (Table, accuracy_table_data, accuracy_tables, adaptive_table, draws_and_stages_section, sanity_section, tau_section,
-                     write_results_csv, write_tau_csv, write_worst_case_csv, _md_table)
+from .tables import (Table, accuracy_table_data, accuracy_tables, adaptive_table, draws_and_stages_section,
+                     sanity_section, tau_section, write_results_csv, write_tau_csv, write_worst_case_csv, _md_table)
 
 __all__ = ["build_report", "load_records", "auroc", "tau_auroc", "worst_case", "Record"]
 
@@ -63,8 +63,9 @@ def _header(run_dir: Path, records: list[Record]) -> list[str]:
         lines += [f"**These records come from {len(configs)} different configurations** (run settings differ); no "
                   "table pools them: each is labelled after the model name (`model [label]`) and gets its own "
                   "tables, rows and worst cases. Labels name only the settings that differ:", ""]
-        lines += [f"- `{label}`" + (f": {note}" if note else "") if label else
-                  "- (no label): the records whose recorded settings all agree" for label, note in sorted(configs.items())]
+        lines += [f"- `{label}`" + (f": {note}" if note else "") if label
+                  else "- (no label): the records whose recorded settings all agree"
+                  for label, note in sorted(configs.items())]
         lines.append("")
     return lines
 

@@ -12,8 +12,8 @@ from .tables import Table
 
 _SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
              "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-_UNICODE = {"ε": r"$\varepsilon$", "τ": r"$\tau$", "≤": r"$\leq$", "×": r"$\times$", "−": r"$-$", "·": r"$\cdot$",
-            "–": "--", "—": "---", "¹": r"\textsuperscript{1}", "²": r"\textsuperscript{2}",
+_UNICODE = {"ε": r"$\varepsilon$", "τ": r"$\tau$", "≤": r"$\leq$", "×": r"$\times$", "−": r"$-$",
+            "·": r"$\cdot$", "–": "--", "—": "---", "¹": r"\textsuperscript{1}", "²": r"\textsuperscript{2}",
             "³": r"\textsuperscript{3}", "±": r"$\pm$"}
 _NUMERIC = re.compile(r"^(\*\*)?(≤ )?(\*\*)?[\d—]")
 
