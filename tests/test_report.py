@@ -117,6 +117,14 @@ def pct(k):
     return f"{100 * k / N:.2f}"
 
 
+def ci(k, n=N):
+    """The Wilson interval text the tables print after an accuracy of k/n (checked against scipy elsewhere)."""
+    from counterclip.report.stats import wilson
+
+    lo, hi = wilson(k / n, n)
+    return f" ({100 * lo:.1f}–{100 * hi:.1f})"
+
+
 def test_auroc_hand_computed_with_ties():
     assert auroc(-ADV_TAU, -CLEAN_TAU) == pytest.approx(AUROC_SMALL)
     assert tau_auroc(CLEAN_TAU, ADV_TAU) == pytest.approx(AUROC_SMALL)
@@ -142,8 +150,8 @@ def test_tables_csv_worst_case_sanity_tau(run_dir, tmp_path):
     expected = (COUNTS[("cifar10", "1/255", "ttc")][1] + COUNTS[("fashion-mnist", "1/255", "ttc")][1]) / 2
     assert avg[col] == f"**{pct(expected)}**"
     assert avg[header.index("none clean")] == f"**{pct((17 + 14) / 2)}**"
-    assert _row(table, "tinyimagenet ¹")[col] == pct(1)
-    assert _row(table, "fashion-mnist")[header.index("ttc clean")] == pct(13)
+    assert _row(table, "tinyimagenet ¹")[col] == pct(1) + ci(1)
+    assert _row(table, "fashion-mnist")[header.index("ttc clean")] == pct(13) + ci(13)
     assert "excluding TinyImageNet" in "\n".join(table)
     assert "#### Clean accuracy (no attack)" in md
 
@@ -165,7 +173,7 @@ def test_tables_csv_worst_case_sanity_tau(run_dir, tmp_path):
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert cells[header.index("pgd (obl.)")] == pct(6)
     assert cells[header.index("eot-pgd (adaptive)")] == pct(4)
-    assert cells[header.index("worst case")] == f"**{100 * WORST:.2f}**"
+    assert cells[header.index("worst case")] == f"**{100 * WORST:.2f}**" + ci(2)
     with open(written["worst_case.csv"], newline="") as f:
         (wc,) = [r for r in csv.DictReader(f)
                  if (r["dataset"], r["eps_str"], r["defense"]) == ("fashion-mnist", "1/255", "ttc")]
@@ -256,7 +264,7 @@ def test_duplicate_records_and_unreadable_json_are_reported(tmp_path):
         md = build_report(root)["results.md"].read_text()
     assert "the tables use b/x.json" in md and "skipped unreadable broken.json" in md
     # a re-run is not a second attack: the worst case is b/x.json's own robust accuracy
-    assert "| cifar10 | 1/255 | ttc | 10.00 | **10.00** | 20 |" in md
+    assert f"| cifar10 | 1/255 | ttc | 10.00 | **10.00**{ci(2)} | 20 |" in md
     assert "| a/x.json | flag |" in md
 
 
@@ -292,7 +300,7 @@ def test_runs_that_differ_only_in_attack_knobs_share_one_worst_case(tmp_path):
     section = "\n".join(_section(md, "## Oblivious vs adaptive attacks, and the worst case"))
     assert "| pgd[steps=100] (obl.) | pgd[steps=10] (obl.) | worst case |" in section, section
     row = next(line for line in section.splitlines() if "[seed=0]" in line and "| ttc |" in line)
-    assert f"| {pct(8)} | {pct(8)} | **{pct(4)}** |" in row, row  # per sample over both runs of seed 0
+    assert f"| {pct(8)} | {pct(8)} | **{pct(4)}**{ci(4)} |" in row, row  # per sample over both runs of seed 0
     row1 = next(line for line in section.splitlines() if "[seed=1]" in line and "| ttc |" in line)
     assert f"**{pct(4)}**" in row1  # seed 1 stands alone
 

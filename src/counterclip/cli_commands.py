@@ -92,6 +92,9 @@ def register(sub, add_model_args, add_data_args) -> None:
     p = sub.add_parser("report", help="merge eval records into markdown/CSV tables and figures")
     p.add_argument("run_dir", help="an eval --output directory")
     p.add_argument("--out", default=None, help="where to write (default: RUN_DIR)")
+    p.add_argument("--format", choices=["markdown", "latex"], default="markdown",
+                   help="results.md, results.csv and figures are always written; latex adds results.tex "
+                        "(booktabs tables; \\usepackage{booktabs})")
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("demo", help="TTC on the embedded model: clean, attacked, attacked + TTC (a few minutes)")
@@ -147,7 +150,8 @@ def _cmd_eval(args) -> int:
 def _cmd_report(args) -> int:
     from .report import build_report
 
-    written = build_report(args.run_dir, args.out)
+    formats = ("markdown",) if args.format == "markdown" else ("markdown", args.format)
+    written = build_report(args.run_dir, args.out, formats=formats)
     for rel in sorted(written):
         print(written[rel])
     return 0

@@ -82,6 +82,7 @@ class Record:
     _sidecar: object = field(default=None, repr=False)
     sidecar_problem: str | None = None
     config_label: str = ""         # the run settings that set this record apart, when a folder mixes several
+    config_note: str = ""          # those settings in full, where config_label is a short name ("config A")
 
     @property
     def model_label(self) -> str:
@@ -210,22 +211,32 @@ def _short(value) -> str:
     return "#" + hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
+CONFIG_LABEL_MAX = 40   # a longer settings label becomes "config A", its settings listed once in results.md
+
+
 def _assign_config_labels(records: list[Record]) -> list[str]:
     """Where records were made with different run settings (seed, steps, prompts, precision, weights, package
     version, ...), label each with its differing values; model_label carries the label, so every table,
-    worst case and figure keeps the configurations apart. Returns the differing setting names."""
+    worst case and figure keeps the configurations apart. Only keys every record with settings carries set them
+    apart (a record from an older version, or from a command that records none, is "settings unrecorded"). A
+    label too long for a heading becomes "config A", ... with the settings in ``config_note``. Returns the
+    differing setting names."""
     from ..evaluation.settings import ATTACK_KNOBS  # these label the attacks instead (_attack_knobs)
 
     settings = [{k: v for k, v in r.raw["settings"].items() if k not in ATTACK_KNOBS}
                 if isinstance(r.raw.get("settings"), dict) else None for r in records]
     if len({json.dumps(s, sort_keys=True, default=str) for s in settings}) <= 1:
         return []
-    keys = sorted({k for s in settings if s for k in s})
-    differing = [k for k in keys if len({json.dumps((s or {}).get(k, "?"), sort_keys=True, default=str)
-                                         for s in settings}) > 1]
-    for r, s in zip(records, settings):
-        r.config_label = ("settings unrecorded" if s is None else
-                          ", ".join(f"{k}={_short(s.get(k, '?'))}" for k in differing))
+    have = [s for s in settings if s is not None]
+    keys = sorted(set.intersection(*(set(s) for s in have))) if have else []
+    differing = [k for k in keys if len({json.dumps(s[k], sort_keys=True, default=str) for s in have}) > 1]
+    full = ["settings unrecorded" if s is None else ", ".join(f"{k}={_short(s[k])}" for k in differing)
+            for s in settings]
+    long = sorted({f for f in full if len(f) > CONFIG_LABEL_MAX})
+    short = {f: f"config {chr(ord('A') + i)}" if i < 26 else f"config {i + 1}" for i, f in enumerate(long)}
+    for r, f in zip(records, full):
+        r.config_label = short.get(f, f)
+        r.config_note = f if f in short else ""
     return differing
 
 

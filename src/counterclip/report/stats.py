@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..evaluation.metrics import wilson_interval
 from .records import DEFENSE_ORDER, THREAT_ORDER, ATTACK_ORDER, Record, order_key
 
 
@@ -34,6 +35,17 @@ def auroc(positive, negative) -> float:
 def tau_auroc(clean_tau, adv_tau) -> float:
     """tau as a detector of adversarial inputs: adversarial = positive, lower tau = more suspicious."""
     return auroc(-np.asarray(adv_tau, dtype=np.float64), -np.asarray(clean_tau, dtype=np.float64))
+
+
+def wilson(acc: float, n: int | None) -> tuple[float, float]:
+    """The 95 % Wilson score interval of an accuracy measured on ``n`` samples; (nan, nan) without ``n``.
+
+    Records keep the accuracy as a fraction k/n, so k is recovered by rounding and the interval is the one the
+    eval step computes (evaluation.metrics.wilson_interval).
+    """
+    if not n or acc is None or not math.isfinite(acc):
+        return (float("nan"), float("nan"))
+    return wilson_interval(int(round(acc * n)), int(n))
 
 
 def mean_or_nan(values) -> float:

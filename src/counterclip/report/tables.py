@@ -5,10 +5,11 @@ from __future__ import annotations
 import csv
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 from .records import ATTACK_ORDER, DEFENSE_ORDER, THREAT_ORDER, Record, is_excluded_from_average, order_key
-from .stats import TauStats, WorstCase, cell_key, mean_or_nan
+from .stats import TauStats, WorstCase, cell_key, mean_or_nan, wilson
 
 AVERAGE_NOTE = ("The average row is the mean over the datasets in the table, excluding TinyImageNet{marked} "
                 "as the paper does: the robust finetuned baselines were trained on it")
@@ -46,15 +47,30 @@ def _n_text(recs: list[Record]) -> str:
     return "—" if not ns else str(ns[0]) if len(ns) == 1 else f"{ns[0]}–{ns[-1]}"
 
 
-def accuracy_tables(records: list[Record]) -> list[str]:
+@dataclass
+class Table:
+    """One table, rendered as markdown (results.md) or LaTeX (results.tex) from the same cells."""
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+    notes: str = ""
+    section: str = ""              # the heading above it (a model's name when the run holds several)
+
+
+def pct_ci(acc, n) -> str:
+    """An accuracy in % with its 95 % Wilson interval: ``45.31 (33.8–57.3)``."""
+    lo, hi = wilson(acc, n)
+    text = pct(acc)
+    return text if not math.isfinite(lo) else f"{text} ({100 * lo:.1f}–{100 * hi:.1f})"
+
+
+def accuracy_table_data(records: list[Record]) -> list[Table]:
     """One table per (model, threat model, attack, eps): rows = datasets + average, columns = defense x acc."""
-    lines: list[str] = []
+    tables: list[Table] = []
     cells = _cells(records)
     models = sorted({r.model_label for r in records})
     for model in models:
         mrecs = [r for r in records if r.model_label == model]
-        if len(models) > 1:
-            lines += [f"### Model {model}", ""]
         groups = sorted({(r.threat_model, r.attack, r.attack_label, r.eps_key) for r in mrecs},
                         key=lambda g: (order_key(g[0], THREAT_ORDER), order_key(g[1], ATTACK_ORDER), g[2], g[3]))
         for threat, attack, label, eps in groups:
@@ -84,7 +100,7 @@ def accuracy_tables(records: list[Record]) -> list[str]:
                     marked = bool(r and (r.raw or {}).get("invalid"))  # --on-invalid skip counted some wrong
                     invalid |= marked
                     for j, v in enumerate(vals):
-                        row.append(pct(v) + (" ⁴" if marked else ""))
+                        row.append((pct_ci(v, r.n_samples) if r else pct(v)) + (" ⁴" if marked else ""))
                         if not is_excluded_from_average(ds):
                             per_col.setdefault((d, j), []).append(v)
                 rows.append(row)
@@ -102,9 +118,8 @@ def accuracy_tables(records: list[Record]) -> list[str]:
                     avg.append(f"**{text}**" if have else text)
             if included:
                 rows.append(avg)
-            lines += [f"#### {title}", ""] + _md_table(header, rows) + [""]
             has_tiny = len(included) < len(datasets)
-            notes = [f"Accuracies in %. {'¹ ' if has_tiny else ''}"
+            notes = [f"Accuracies in %, 95 % Wilson interval in brackets. {'¹ ' if has_tiny else ''}"
                      f"{AVERAGE_NOTE.format(marked=' (marked ¹)' if has_tiny else '')}."]
             if partial:
                 notes.append("² this defense lacks some datasets: its average covers only the k/N datasets shown "
@@ -114,7 +129,19 @@ def accuracy_tables(records: list[Record]) -> list[str]:
             if invalid:
                 notes.append("⁴ some outputs of this record failed their checks and were counted wrong "
                              "(--on-invalid skip): see its valid_outputs sanity check.")
-            lines += [" ".join(notes), ""]
+            tables.append(Table(title, header, rows, " ".join(notes),
+                                section=f"Model {model}" if len(models) > 1 else ""))
+    return tables
+
+
+def accuracy_tables(records: list[Record]) -> list[str]:
+    lines: list[str] = []
+    section = None
+    for t in accuracy_table_data(records):
+        if t.section and t.section != section:
+            lines += [f"### {t.section}", ""]
+        section = t.section
+        lines += [f"#### {t.title}", ""] + _md_table(t.header, t.rows) + ["", t.notes, ""]
     return lines
 
 
@@ -149,7 +176,9 @@ def adaptive_table(worst: list[WorstCase], many_models: bool) -> tuple[list[str]
         by_col = {(r.threat_model, r.attack_label): r for r in sorted(w.records, key=lambda r: r.path)}
         row = ([w.model] if many_models else []) + [w.dataset, w.eps_str, w.defense]
         row += [pct(by_col[c].robust_acc) if c in by_col else "—" for c in col_keys]
-        row += [("" if w.exact else "≤ ") + f"**{pct(w.robust_acc)}**", str(w.n), cost_cell(w.records)]
+        lo, hi = wilson(w.robust_acc, w.n)
+        ci = f" ({100 * lo:.1f}–{100 * hi:.1f})" if w.exact and math.isfinite(lo) else ""
+        row += [("" if w.exact else "≤ ") + f"**{pct(w.robust_acc)}**{ci}", str(w.n), cost_cell(w.records)]
         rows.append(row)
     return header, rows
 
@@ -282,11 +311,13 @@ def write_worst_case_csv(worst: list[WorstCase], path: Path) -> None:
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["model", "dataset", "eps", "eps_str", "defense", "attacks", "worst_case_robust_acc", "n",
-                    "exact", "notes"])
+                    "worst_case_ci95_lo", "worst_case_ci95_hi", "exact", "notes"])
         for c in worst:
             w.writerow([c.model, c.dataset, repr(c.eps), c.eps_str, c.defense,
                         ";".join(f"{r.threat_model}:{r.attack_label}" for r in c.records),
-                        _csv_num(c.robust_acc), c.n, c.exact, " | ".join(c.notes)])
+                        _csv_num(c.robust_acc), c.n, *map(_csv_num, wilson(c.robust_acc, c.n) if c.exact
+                                                          else (float("nan"), float("nan"))),
+                        c.exact, " | ".join(c.notes)])
 
 
 def write_tau_csv(taus: list[TauStats], path: Path) -> None:
