@@ -56,6 +56,7 @@ class CSR(CalibratedGate, Defense):
     randomized = False
     dynamic = True
     differentiable_modes = ("full", "bpda")
+    budget_bound = True  # the rectified iterate stays in the L-inf ball of eps around x
     gate_purifies = "below"  # cos(f(x), f(x_low)) < gate_thres -> rectified
     gate_label = "cos(f(x), f(x_low))"
     gradient_choices = {
