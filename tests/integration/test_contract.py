@@ -229,14 +229,16 @@ def defense_runs(memo, weights, data, name):
 
 
 def mode_run(memo, weights, data, name, mode):
-    """The input gradient of the summed loss of ``mode``'s logits, on the trip-wired classifier."""
+    """``((input gradient of the summed loss of mode's logits, the logits), touched)``, on the trip-wired
+    classifier, with the draws of the fast path's batch of 4."""
     x, y = data
 
     def call(clf):
         xr = x.clone().requires_grad_(True)
         logits = Defended(defense_for(name, weights.frozen, x), clf, differentiable=mode)(xr, gens(0, N))
         loss = F.cross_entropy(logits, y, reduction="sum")
-        return torch.autograd.grad(loss, xr, allow_unused=True)[0] if loss.requires_grad else None
+        grad = torch.autograd.grad(loss, xr, allow_unused=True)[0] if loss.requires_grad else None
+        return grad, logits.detach()
 
     return once(memo, ("mode", name, mode), lambda: weights.call(True, call))
 
@@ -334,8 +336,16 @@ def test_defense_leaves_the_weights_alone(memo, weights, data, name):
 
 @pytest.mark.parametrize("name,mode", mode_pairs(), ids=[f"{d}-{m}" for d, m in mode_pairs()])
 def test_defense_differentiable_mode_reaches_the_input(memo, weights, data, name, mode):
-    grad, _ = mode_run(memo, weights, data, name, mode)
+    (grad, _), _ = mode_run(memo, weights, data, name, mode)
     check_reaches_input(grad, data[0])
+
+
+@pytest.mark.parametrize("name,mode", mode_pairs(), ids=[f"{d}-{m}" for d, m in mode_pairs()])
+def test_defense_differentiable_mode_computes_the_fast_path_prediction(memo, weights, data, name, mode):
+    """What an attack differentiates is what the evaluation classifies (same draws, float tolerance)."""
+    (_, logits), _ = mode_run(memo, weights, data, name, mode)
+    (fast, _), _ = defense_runs(memo, weights, data, name)
+    check_close(logits, fast, LOGIT_ATOL, f"mode {mode!r} differs from the fast path")
 
 
 @pytest.mark.parametrize("name", registered("defense"))
@@ -380,13 +390,14 @@ class BackwardToEverything(PGD):
 
 
 class DetachedMode(NoDefense):
-    """Broken: declares a differentiable mode whose logits are cut from the input."""
+    """Broken: its "full" mode's logits are cut from the input, its "bpda" mode differentiates another function
+    than the one it classifies with."""
 
     name = "detached"
     differentiable_modes = ("full", "bpda")
 
     def differentiable(self, classifier, x, generator=None, mode="full"):
-        return classifier(x.detach())
+        return classifier(x.detach()) if mode == "full" else 0.5 * classifier(x)
 
 
 class NoisyAtZero(NoDefense):
@@ -446,7 +457,10 @@ def test_the_attack_checks_catch_broken_attacks(weights, data):
 def test_the_defense_checks_catch_broken_defenses(weights, data):
     memo = {}
     with pytest.raises(AssertionError):
-        check_reaches_input(mode_run(memo, weights, data, "detached", "full")[0], data[0])
+        check_reaches_input(mode_run(memo, weights, data, "detached", "full")[0][0], data[0])
+    (_, logits), _ = mode_run(memo, weights, data, "detached", "bpda")
+    with pytest.raises(AssertionError):
+        check_close(logits, defense_runs(memo, weights, data, "detached")[0][0], LOGIT_ATOL)
     (logits, _), _ = defense_runs(memo, weights, data, "extra")
     with pytest.raises(AssertionError):
         check_logits(logits, N, weights.frozen.num_classes)
