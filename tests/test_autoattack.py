@@ -448,15 +448,19 @@ def test_fab_t_agrees_per_sample_with_the_autoattack_source(classifier, batch):
 def test_adaptive_autoattack_uses_eot_through_a_randomised_defense_in_every_version(tmp_path):
     """Through a randomised defense every version's APGD components average gradients over --eot-samples draws
     (not only rand's); a deterministic defense keeps one draw, and the records' configs say which."""
-    from counterclip.attacks.autoattack import AdaptiveAutoAttack, AutoAttack
+    from counterclip.defenses import RandomNoise, TTE
     from counterclip.evaluation.config import EvalConfig
+    from counterclip.evaluation.factory import composed_through
     from counterclip.evaluation.grid import GridRunner
+    from counterclip.evaluation.plan import Through
 
-    aa = AdaptiveAutoAttack(AutoAttack(4 / 255, version="paper", steps=2), "bpda", eot_samples=3)
-    assert [c.eot_iter for c in aa.aa.components(10)] == [3, 3]
+    run = EvalConfig(output=str(tmp_path), attacks=["aa-paper"], aa_steps=2, eot_samples=3)
+    aa = Through(composed_through(run, "aa-paper", 4 / 255, RandomNoise()), "bpda")
+    assert [c.eot_iter for c in aa.attack.components(10)] == [3, 3]
     assert aa.config()["eot_iter"] == 3 and aa.config()["eot_all_versions"] is True
-    plain = AdaptiveAutoAttack(AutoAttack(4 / 255, version="paper", steps=2), "bpda")
-    assert [c.eot_iter for c in plain.aa.components(10)] == [1, 1] and "eot_iter" not in plain.config()
+    assert aa.config()["name"] == "aa-paper-bpda" and aa.config()["threat_model"] == "adaptive"
+    plain = Through(composed_through(run, "aa-paper", 4 / 255, TTE()), "bpda")
+    assert [c.eot_iter for c in plain.attack.components(10)] == [1, 1] and "eot_iter" not in plain.config()
 
     cfg = EvalConfig(output=str(tmp_path), datasets=["fashion-mnist"], attacks=["aa-paper"], eps=["4/255"],
                      defenses=["rn", "tte"], limit=6, batch_size=6, probe_size=4, aa_steps=2,

@@ -201,7 +201,7 @@ def fill(mnt: Path, leave: int) -> Path:
 
 
 def test_full_disk_is_one_clear_error_and_the_same_command_resumes(reference, tmpfs, monkeypatch, capsys):
-    import counterclip.evaluation.grid as grid
+    import counterclip.evaluation.runner as grid
     from counterclip.cli import main
     from counterclip.evaluation.state import StorageError
 

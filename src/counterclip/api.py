@@ -11,6 +11,12 @@ from pathlib import Path
 from .plugins import build_plugin_defense, import_path, public_state, tag_attack, tag_plugin
 
 
+def _registered(registry, cls) -> bool:
+    """``cls`` is the class its registry holds under its own ``name`` (a built-in, not a user's subclass)."""
+    name = getattr(cls, "name", "")
+    return name in registry and registry.resolve(name) is cls
+
+
 def _defense_entry(d, taken: set, defense_args: dict):
     from .defenses import DEFENSES, Defense
 
@@ -18,12 +24,12 @@ def _defense_entry(d, taken: set, defense_args: dict):
         return d, None
     built = inspect.isclass(d) and issubclass(d, Defense)
     if built:  # built as --defense pkg.mod:Cls is, with defense_args[its import path] (tagged there)
-        is_builtin = DEFENSES.get(getattr(d, "name", "")) is d
+        is_builtin = _registered(DEFENSES, d)
         d = d(**defense_args.get(d.name, {})) if is_builtin else \
             build_plugin_defense(d, defense_args.get(import_path(d), {}))
     if not isinstance(d, Defense):
         raise TypeError(f"defenses: {d!r} is neither a name nor a counterclip.defenses.Defense instance")
-    builtin = DEFENSES.get(getattr(d, "name", "")) is type(d)
+    builtin = _registered(DEFENSES, type(d))
     label = d.name if builtin else import_path(d)
     base, k = label, 2
     while label in taken:  # two instances of one class: the params tell them apart in the report

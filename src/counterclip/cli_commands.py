@@ -6,6 +6,8 @@ import argparse
 
 
 def register(sub, add_model_args, add_data_args) -> None:
+    from .attacks import ADAPTIVE, ATTACKS
+    from .defenses import DEFENSES
     from .evaluation.config import PRESETS, THREAT_MODELS
 
     p = sub.add_parser("eval", help="evaluate datasets x attacks x budgets x defenses (resumable, torchrun-ready)",
@@ -35,8 +37,7 @@ def register(sub, add_model_args, add_data_args) -> None:
            "them; --preset paper's default)")
     d("--limit", type=int, default=None, help="evaluate N samples per dataset (picked with --seed)")
     a("--attack", default=None,
-      help="comma list of none,pgd,cw,apgd-ce,apgd-dlr,apgd-t,fab-t,fab,square,autoattack,aa-paper or your own "
-           "pkg.module:ClassName (default none)")
+      help=f"comma list of none,{','.join(ATTACKS.names())} or your own pkg.module:ClassName (default none)")
     a("--attack-arg", action="append", default=None, metavar="NAME.KEY=VALUE",
       help="a keyword argument of one attack (repeatable; NAME. optional with one attack), checked against its "
            "signature, e.g. apgd-ce.restarts=2 or square.queries=1000; the adaptive attacks take theirs by name, "
@@ -53,7 +54,7 @@ def register(sub, add_model_args, add_data_args) -> None:
     a("--aa-steps", type=int, default=100, help="iterations of AutoAttack's APGD/FAB parts")
     a("--square-queries", type=int, default=5000, help="Square's query budget (alone and in AutoAttack)")
     f("--defense", default=None,
-      help="comma list of none,rn,ttc,tte,anti-adversary,hedge or your own pkg.module:ClassName (see "
+      help=f"comma list of {','.join(DEFENSES.names())} or your own pkg.module:ClassName (see "
            "docs/extending.md)")
     f("--defense-arg", action="append", default=None, metavar="NAME.KEY=VALUE",
       help="a keyword argument of one defense (repeatable; NAME. optional with one defense), checked against its "
@@ -73,8 +74,8 @@ def register(sub, add_model_args, add_data_args) -> None:
     t("--threat-model", choices=THREAT_MODELS, default="oblivious",
       help="oblivious (the paper's protocol), adaptive (attacks through each defense) or both")
     t("--adaptive-attack", default=None,
-      help="comma list of eot-pgd,bpda-pgd,gate-aware (tau-aware: its name for TTC) (default: every one that "
-           "applies, read from each defense's description)")
+      help=f"comma list of {','.join(ADAPTIVE.names())} (tau-aware: gate-aware's name for TTC) (default: every "
+           "one that applies, read from each defense's description)")
     t("--eot-samples", type=int, default=8, help="EOT draws per step for randomised defenses")
     r("--preset", choices=sorted(PRESETS), default=None,
       help="paper: the paper's full protocol; tiny: the embedded model with larger budgets")
@@ -98,7 +99,7 @@ def register(sub, add_model_args, add_data_args) -> None:
 
 
 def eval_config(args):
-    from .attacks.adaptive import ADAPTIVE_ATTACKS
+    from .attacks import ADAPTIVE
     from .budgets import parse_list
     from .errors import CounterclipError
     from .evaluation.config import PRESETS, EvalConfig
@@ -116,7 +117,7 @@ def eval_config(args):
         output=args.output, model=args.model or preset.get("model", "tiny-fmnist"),
         pretrained=args.pretrained if args.model or args.pretrained else preset.get("pretrained"), vision_checkpoint=args.vision_checkpoint, datasets=datasets,
         data_root=args.data_root, download=args.download, allow_partial=args.allow_partial,
-        attacks=attacks, attack_args=parse_assignments(args.attack_arg, attacks, "attack", ADAPTIVE_ATTACKS),
+        attacks=attacks, attack_args=parse_assignments(args.attack_arg, attacks, "attack", ADAPTIVE.names()),
         eps=parse_list(args.eps) if args.eps else preset.get("eps", ["1/255"]),
         steps=given(args.steps, "steps", 10), step_size=given(args.step_size, "step_size", "auto"),
         defenses=defenses, defense_args=parse_assignments(args.defense_arg, defenses, "defense"),

@@ -165,20 +165,11 @@ def import_path(obj) -> str:
 
 # -- defenses ------------------------------------------------------------------------------------------------
 def defense_class(name: str):
-    from .defenses import DEFENSES, Defense
+    """The class behind a registered defense word or a user's ``pkg.module:ClassName`` (same registry, same
+    base-class check)."""
+    from .defenses import DEFENSES
 
-    if is_plugin(name):
-        cls = load_class(name, "defense")
-        if not issubclass(cls, Defense):
-            raise CounterclipError(f"defense {name!r}: {cls.__name__} does not subclass counterclip.defenses."
-                                   "Defense (the protocol: predict(classifier, x, generator=None) -> logits)")
-        return cls
-    from .errors import UnknownNameError
-
-    key = name.lower()
-    if key not in DEFENSES:
-        raise UnknownNameError("defense", name, list(DEFENSES) + ["pkg.module:ClassName"])
-    return DEFENSES[key]
+    return DEFENSES.resolve(name)
 
 
 def build_plugin_defense(spec, args: dict):
@@ -208,29 +199,14 @@ def _tagged_params(obj) -> dict:
 
 
 # -- attacks -------------------------------------------------------------------------------------------------
-# CLI word -> (module under counterclip.attacks, class, keywords the word itself fixes)
-_BUILTIN_ATTACKS = {
-    "pgd": ("pgd", "PGD", ()), "cw": ("pgd", "PGD", ("loss",)), "apgd-ce": ("apgd", "APGD", ("loss",)),
-    "apgd-dlr": ("apgd", "APGD", ("loss",)), "apgd-t": ("apgd", "APGDT", ()), "fab": ("fab", "FAB", ("targeted",)),
-    "fab-t": ("fab", "FAB", ("targeted",)), "square": ("square", "Square", ()),
-    "autoattack": ("autoattack", "AutoAttack", ()), "aa-paper": ("autoattack", "AutoAttack", ("version",)),
-}
-
-
 def check_attack_args(name: str, args: dict, cls=None) -> None:
     if cls is not None or is_plugin(name):
         cls = cls or load_class(name, "attack")
         check_args(cls, args, "attack", name, reserved=("eps",))
         return
-    entry = _BUILTIN_ATTACKS.get(name.lower())
-    if entry is None:
-        return  # a built-in added later: its factory checks its own arguments
-    module, cls_name, fixed = entry
-    try:
-        cls = getattr(importlib.import_module(f"counterclip.attacks.{module}"), cls_name)
-    except (ImportError, AttributeError):
-        return
-    check_args(cls, args, "attack", name, reserved=("eps", "generator", "dtype") + fixed)
+    from .attacks import ATTACKS
+
+    ATTACKS.check(name, args, reserved=("eps", "generator", "dtype"))
 
 
 # keywords the grid sets itself for an adaptive attack: its budget, its gradient mode (the word), its streams
@@ -240,9 +216,9 @@ _ADAPTIVE_RESERVED = ("eps", "mode", "generator", "dtype")
 def check_adaptive_args(name: str, args: dict) -> None:
     """``--attack-arg eot-pgd.steps=100``: checked against the adaptive attack's signature, then built once,
     so a bad key or value fails now in one line, not mid-run."""
-    from .attacks.adaptive import build_adaptive
+    from .attacks.adaptive import ADAPTIVE, build_adaptive
 
-    check_args(type(build_adaptive(name, 1 / 255)), args, "attack", name, reserved=_ADAPTIVE_RESERVED)
+    ADAPTIVE.check(name, args, reserved=_ADAPTIVE_RESERVED, kind="attack")
     try:
         build_adaptive(name, 1 / 255, **args)
     except (ValueError, TypeError) as e:

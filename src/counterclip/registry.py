@@ -52,9 +52,10 @@ class Registry(Generic[T]):
     ``base``: a class (or ``"pkg.mod:Cls"``) every entry and plugin must subclass. ``plugins``: whether a
     ``pkg.mod:Cls`` name is accepted in place of a registered word."""
 
-    def __init__(self, kind: str, base=None, plugins: bool = True):
+    def __init__(self, kind: str, base=None, plugins: bool = True, base_label: str | None = None):
         self.kind = kind
         self._base = base
+        self.base_label = base_label  # how errors name the base (default: its import path)
         self.plugins = plugins
         self._entries: dict[str, Entry] = {}
         self._aliases: dict[str, str] = {}
@@ -95,6 +96,9 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def entries(self) -> list[Entry]:
+        return list(self._entries.values())
 
     def canonical(self, name: str, strict: bool = True) -> str | None:
         """The registered word for ``name`` or one of its aliases (``pkg.mod:Cls`` names stay as given)."""
@@ -144,8 +148,9 @@ class Registry(Generic[T]):
     def _check_base(self, target, name) -> None:
         base = self.base
         if base is not None and not (inspect.isclass(target) and issubclass(target, base)):
+            label = self.base_label or f"{base.__module__}.{base.__qualname__}"
             raise CounterclipError(f"{self.kind} {name!r}: {getattr(target, '__name__', target)} does not subclass "
-                                   f"{base.__module__}.{base.__qualname__}")
+                                   f"{label}")
 
     # -- building --------------------------------------------------------------------------------------------
     def parameters(self, name: str) -> tuple[list[str], bool]:
@@ -156,8 +161,9 @@ class Registry(Generic[T]):
         fixed = self.entry(name).fixed
         return [n for n in names if n not in fixed], var_kw
 
-    def check(self, name: str, kwargs: dict, reserved=()) -> None:
-        """Raise one line for a keyword ``name`` does not take (``reserved``: set by the caller, not the user)."""
+    def check(self, name: str, kwargs: dict, reserved=(), kind: str | None = None) -> None:
+        """Raise one line for a keyword ``name`` does not take (``reserved``: set by the caller, not the user;
+        ``kind``: how the message names the kind, default the registry's)."""
         params, var_kw = self.parameters(name)
         if var_kw:
             return
@@ -166,7 +172,8 @@ class Registry(Generic[T]):
             if key not in valid:
                 close = difflib.get_close_matches(key, valid, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise CounterclipError(f"unknown argument {key!r} for {self.kind} {name}{hint}; valid: "
+                cls = getattr(self.resolve(name), "__name__", "")
+                raise CounterclipError(f"unknown argument {key!r} for {kind or self.kind} {name} ({cls}){hint}; valid: "
                                        f"{', '.join(valid) or '(none)'}")
 
     def build(self, name: str, /, *args, offered: dict | None = None, **kwargs) -> T:

@@ -1,78 +1,35 @@
-"""White-box attacks in [0,1] pixel space: ``attack(classifier, x, y) -> x_adv``."""
+"""White-box attacks in [0,1] pixel space: ``attack(classifier, x, y) -> x_adv``.
+
+Each attack registers its CLI word(s) in ``ATTACKS`` where it is defined; the import lines below give the
+order of ``--help``, the report and the docs. Adaptive attacks (through a defense) are in ``ADAPTIVE``.
+"""
 
 from __future__ import annotations
 
-from ..errors import UnknownNameError
-from .base import Attack, cw_margin_loss, dlr_loss
+from .base import ATTACKS, Attack, cw_margin_loss, dlr_loss, run_settings_for
 from .pgd import CW, PGD, auto_step_size
+from .apgd import APGD, APGDT
+from .fab import FAB
+from .square import Square
+from .autoattack import AutoAttack
+from .adaptive import ADAPTIVE, EOTPGD, TauAwarePGD, build_adaptive
 
-__all__ = ["Attack", "PGD", "CW", "APGD", "build_attack", "ATTACKS", "cw_margin_loss", "dlr_loss",
-           "auto_step_size", "EOTPGD", "TauAwarePGD", "build_adaptive", "APGDT", "FAB", "Square", "AutoAttack"]
-
-ATTACKS = ("pgd", "cw", "apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "fab", "square", "autoattack", "aa-paper")
-
-
-def __getattr__(name):
-    if name in ("APGD", "APGDT"):
-        from . import apgd
-
-        return getattr(apgd, name)
-    if name == "FAB":
-        from .fab import FAB
-
-        return FAB
-    if name == "Square":
-        from .square import Square
-
-        return Square
-    if name == "AutoAttack":
-        from .autoattack import AutoAttack
-
-        return AutoAttack
-    if name in ("EOTPGD", "TauAwarePGD", "build_adaptive"):
-        from . import adaptive
-
-        return getattr(adaptive, name)
-    raise AttributeError(name)
-
-
-def attack_arg_kwargs(name: str, args: dict) -> dict:
-    """``--attack-arg NAME.key=value`` as ``build_attack`` keywords: AutoAttack's own ``steps`` and ``version``
-    are ``aa_steps`` and ``aa_version`` there (its ``steps`` would be taken as the grid's ``--steps``)."""
-    if name.lower() in ("autoattack", "aa-paper"):
-        return {{"steps": "aa_steps", "version": "aa_version"}.get(k, k): v for k, v in args.items()}
-    return dict(args)
+__all__ = ["Attack", "PGD", "CW", "APGD", "build_attack", "ATTACKS", "ADAPTIVE", "cw_margin_loss", "dlr_loss",
+           "auto_step_size", "make_attack", "EOTPGD", "TauAwarePGD", "build_adaptive", "APGDT", "FAB", "Square",
+           "AutoAttack"]
 
 
 def build_attack(name: str, eps, steps: int = 10, step_size=1 / 255, norm: str = "linf", generator=None,
                  queries: int = 5000, aa_version: str = "standard", aa_steps: int = 100, **kw) -> Attack:
-    """An attack by its CLI word: pgd, cw, apgd-ce, apgd-dlr, apgd-t, fab-t, fab, square (``queries``), autoattack
-    (``aa_version``, ``aa_steps`` iterations for its APGD/FAB parts, ``queries`` for its Square), aa-paper
-    (= autoattack version "paper")."""
-    key = name.lower()
-    if key == "apgd-t":
-        from .apgd import APGDT
+    """An attack by its registered word (``ATTACKS.names()``) at budget ``eps``. The run-wide settings
+    (``steps``, ``step_size``, ``norm``, ``queries``; AutoAttack's ``aa_version`` / ``aa_steps``) reach the
+    attacks whose signature takes them; ``kw`` (e.g. ``--attack-arg``) are checked and win over them."""
+    run = {"steps": steps, "step_size": step_size, "norm": norm, "generator": generator, "queries": queries,
+           "aa_version": aa_version, "aa_steps": aa_steps}
+    return make_attack(name, eps, run, kw)
 
-        return APGDT(eps, steps=steps, norm=norm, generator=generator, **kw)
-    if key in ("fab-t", "fab"):
-        from .fab import FAB
 
-        return FAB(eps, steps=steps, targeted=key == "fab-t", norm=norm, generator=generator, **kw)
-    if key == "square":
-        from .square import Square
-
-        return Square(eps, queries=queries, norm=norm, generator=generator, **kw)
-    if key in ("autoattack", "aa-paper"):
-        from .autoattack import AutoAttack
-
-        return AutoAttack(eps, version="paper" if key == "aa-paper" else aa_version, steps=aa_steps,
-                          queries=queries, norm=norm, generator=generator, **kw)
-    if key == "pgd":
-        return PGD(eps, steps=steps, step_size=step_size, norm=norm, generator=generator, **kw)
-    if key == "cw":
-        return PGD(eps, steps=steps, step_size=step_size, norm=norm, loss="cw", generator=generator, **kw)
-    if key in ("apgd-ce", "apgd-dlr"):
-        from .apgd import APGD
-
-        return APGD(eps, steps=steps, norm=norm, loss=key.split("-")[1], generator=generator, **kw)
-    raise UnknownNameError("attack", name, ATTACKS)
+def make_attack(name: str, eps, run: dict, args: dict) -> Attack:
+    """``name`` at ``eps`` with the run-wide settings ``run`` where its signature takes them (by its
+    ``grid_knobs``) and the user's ``args`` (checked) over them."""
+    return ATTACKS.build(name, eps, offered=run_settings_for(ATTACKS.resolve(name), run), **args)

@@ -51,14 +51,13 @@ import torch
 import torch.nn.functional as F
 
 from ..budgets import whole_number
-from ..defenses.base import Defended, NoDefense, has_gate
-from ..errors import UnknownNameError
+from ..defenses.base import Defended, Defense, NoDefense, has_gate
+from ..registry import Registry
 from .base import input_grad
 from .pgd import PGD
 
 MODES = ("full", "bpda")
 KEEP = ("best", "last")
-ADAPTIVE_ATTACKS = ("eot-pgd", "bpda-pgd", "gate-aware", "tau-aware")
 
 
 def _derived_seed(seed: int, stream: str, copy: int) -> int:
@@ -91,10 +90,15 @@ def _fixed_draws(generator, copies: int, stream: str):
     return lambda: [torch.Generator().manual_seed(s) for s in seeds]
 
 
-def _unwrap(defense, classifier):
-    if isinstance(defense, Defended):  # accept a Defended module in place of (defense, classifier)
-        return defense.defense, defense.classifier if classifier is None else classifier
-    return (NoDefense() if defense is None else defense), classifier
+def _target(target, args: tuple):
+    """``(defense, classifier, (x, y, ...))`` from the attack contract's forms: ``(Defended, x, y)`` (what the
+    grid passes), ``(classifier, x, y)`` (an undefended target: the attack is PGD) or
+    ``(defense, classifier, x, y)``; positional ``generator`` and ``x_init`` may follow."""
+    if isinstance(target, Defended):
+        return target.defense, target.classifier, args
+    if target is None or isinstance(target, Defense):
+        return (NoDefense() if target is None else target), args[0], args[1:]
+    return NoDefense(), target, args
 
 
 def _stack(t: torch.Tensor, copies: int) -> torch.Tensor:
@@ -112,11 +116,15 @@ class AdaptiveAttack(PGD):
 
     name = "adaptive"
 
-    def __call__(self, defense, classifier, x: torch.Tensor, y: torch.Tensor, generator=None,
-                 x_init: torch.Tensor | None = None) -> torch.Tensor:
-        """``x_init``: an adversarial example already made for ``x`` (e.g. the oblivious attack's), which attacks
-        that extend it take as their first candidate (the tau-aware attack); the others ignore it."""
-        defense, classifier = _unwrap(defense, classifier)
+    def __call__(self, target, *args, generator=None, x_init: torch.Tensor | None = None) -> torch.Tensor:
+        """``attack(target, x, y)`` with ``target`` a ``Defended`` (or a plain classifier), as every attack is
+        called; ``attack(defense, classifier, x, y)`` too. ``x_init``: an adversarial example already made for
+        ``x`` (e.g. the oblivious attack's), which attacks that extend it take as their first candidate (the
+        gate-aware attack); the others ignore it."""
+        defense, classifier, rest = _target(target, args)
+        x, y, *more = rest
+        generator = more[0] if more else generator
+        x_init = more[1] if len(more) > 1 else x_init
         x = x.detach().to(self.dtype)
         if self.eps == 0:
             return x.clone()
@@ -139,6 +147,15 @@ class AdaptiveAttack(PGD):
         return cfg
 
 
+# adaptive attacks register where they are defined; the grid runs each one the defense's description calls for
+ADAPTIVE: Registry = Registry("adaptive attack", base=AdaptiveAttack, plugins=False)
+ADAPTIVE_ATTACKS = ADAPTIVE  # the name earlier code imports
+
+
+@ADAPTIVE.register("bpda-pgd", fixed={"mode": "bpda"},
+                   summary="PGD with the purification as identity on the backward pass (BPDA), with EOT")
+@ADAPTIVE.register("eot-pgd", fixed={"mode": "full"},
+                   summary="PGD through the defense's full gradient, with EOT over its randomness")
 class EOTPGD(AdaptiveAttack):
     """``EOTPGD(eps, steps=10, step_size=1/255, eot_samples=8, mode="full"|"bpda", loss="ce"|"cw",
     keep="best"|"last", norm="linf"|"l2", generator=None)``: PGD through ``defense.differentiable`` with EOT over
@@ -208,6 +225,8 @@ class EOTPGD(AdaptiveAttack):
         return cfg
 
 
+@ADAPTIVE.register("gate-aware",
+                   summary="keeps a gated defense's score on its unpurified side while maximising the loss")
 class GateAwarePGD(AdaptiveAttack):
     """``GateAwarePGD(eps, steps=10, step_size=1/255, lambdas=(0, 1, 10, 100), margin=None, margin_frac=0.1,
     eot_samples=4, norm="linf", generator=None)``: gate evasion against any gated defense (module docstring).
@@ -345,6 +364,7 @@ class GateAwarePGD(AdaptiveAttack):
         return cfg
 
 
+@ADAPTIVE.register("tau-aware", summary="the gate-aware attack under its TTC name (the gate score is tau)")
 class TauAwarePGD(GateAwarePGD):
     """The gate-aware attack under its TTC name (``"tau-aware"``): TTC's gate score is tau. Kept so records and
     scripts that name it keep working; it is ``GateAwarePGD`` with a different name and random streams, and it
@@ -354,16 +374,7 @@ class TauAwarePGD(GateAwarePGD):
 
 
 def build_adaptive(name: str, eps, **kw) -> AdaptiveAttack:
-    """An adaptive attack by its CLI word: ``eot-pgd`` (EOT-PGD through the full differentiable defense),
-    ``bpda-pgd`` (the same with BPDA-identity for the purification), ``gate-aware`` (gate evasion for any gated
-    defense), ``tau-aware`` (the same under its TTC name)."""
-    key = name.lower()
-    if key == "eot-pgd":
-        return EOTPGD(eps, mode="full", **kw)
-    if key == "bpda-pgd":
-        return EOTPGD(eps, mode="bpda", **kw)
-    if key == "tau-aware":
-        return TauAwarePGD(eps, **kw)
-    if key == "gate-aware":
-        return GateAwarePGD(eps, **kw)
-    raise UnknownNameError("adaptive attack", name, ADAPTIVE_ATTACKS)
+    """An adaptive attack by its registered word (``ADAPTIVE.names()``): ``eot-pgd`` (EOT-PGD through the full
+    differentiable defense), ``bpda-pgd`` (the same with BPDA-identity for the purification), ``gate-aware``
+    (gate evasion for any gated defense), ``tau-aware`` (the same under its TTC name)."""
+    return ADAPTIVE.build(name, eps, **kw)

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import rng
-from .base import Attack, dlr_loss, input_grad
+from .base import ATTACKS, Attack, dlr_loss, input_grad
 
 LOSSES = ("ce", "dlr")
 MOMENTUM = 0.75  # the paper's alpha
@@ -70,6 +70,8 @@ def _bcast(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return mask.view(-1, *([1] * (like.ndim - 1)))
 
 
+@ATTACKS.register("apgd-dlr", fixed={"loss": "dlr"}, summary="APGD on the DLR loss (Croce & Hein, ICML 2020)")
+@ATTACKS.register("apgd-ce", fixed={"loss": "ce"}, summary="APGD on the cross-entropy (Croce & Hein, ICML 2020)")
 class APGD(Attack):
     name = "apgd"
 
@@ -231,6 +233,7 @@ def targeted_dlr_loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tenso
     return -(z_y - z_t) / (srt[:, -1] - 0.5 * (srt[:, -3] + srt[:, -4]) + 1e-12)
 
 
+@ATTACKS.register("apgd-t", summary="targeted APGD on the DLR loss (Croce & Hein, ICML 2020)")
 class APGDT(APGD):
     """``APGDT(eps, steps=10, n_target_classes=9, norm="linf", restarts=1, rho=0.75, eot_iter=1)``: APGD-T
     (module docstring). ``n_target_classes`` is capped at ``num_classes - 1``."""

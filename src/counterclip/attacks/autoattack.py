@@ -23,7 +23,8 @@ broke it, ``-1`` where the clean image is already misclassified, ``len(component
 ``last_stages`` the robust accuracy after each stage (AutoAttack's ``robust_accuracy_dict``). Samples no
 component fools get the first component's point (its highest-loss iterate), not the clean image.
 
-Against a ``Defended`` module in a differentiable mode (the adaptive threat model, ``AdaptiveAutoAttack``) the
+Against a ``Defended`` module in a differentiable mode (the adaptive threat model: the grid points it at one, as
+it points every adaptive attack, ``evaluation/execute.py``) the
 white-box components differentiate through the defense, while Square and the judging of success run without
 gradients, i.e. on the defense's inference path (what the evaluation classifies), with seeded attacker-side draws; a sample counts as broken when more than
 half of ``judge_draws`` draws misclassify it (one draw for a deterministic defense).
@@ -39,7 +40,7 @@ import torch
 from .. import rng
 from ..errors import UnknownNameError
 from .apgd import APGD, APGDT
-from .base import Attack
+from .base import ATTACKS, Attack
 from .fab import FAB
 from .square import Square
 
@@ -59,8 +60,13 @@ def _randomized(classifier) -> bool:
     return bool(getattr(getattr(classifier, "defense", None), "randomized", False))
 
 
+@ATTACKS.register("aa-paper", fixed={"version": "paper"},
+                  summary="AutoAttack as the TTC paper ran it: APGD-CE, then APGD-DLR")
+@ATTACKS.register("autoattack",
+                  summary="AutoAttack, the per-sample worst case of its components (Croce & Hein, ICML 2020)")
 class AutoAttack(Attack):
     name = "autoattack"
+    grid_knobs = {"steps": "aa_steps", "version": "aa_version"}  # --steps is PGD's; AutoAttack has its own
 
     def __init__(self, eps, version: str = "standard", steps: int = 100, queries: int = 5000,
                  n_target_classes: int = 9, eot_iter: int = 20, judge_draws: int = JUDGE_DRAWS, norm: str = "linf",
@@ -170,32 +176,3 @@ class AutoAttack(Attack):
         elif self.judge_draws != JUDGE_DRAWS:  # every version judges a randomised defense on these draws (the
             cfg["judge_draws"] = self.judge_draws  # default's keys unchanged)
         return cfg
-
-
-class AdaptiveAutoAttack:
-    """AutoAttack through a defense: ``attack(defense, classifier, x, y, generator=None)`` runs ``aa`` against
-    ``Defended(defense, classifier, differentiable=mode)`` (the adaptive-attack call contract of
-    ``counterclip.attacks.adaptive``). ``eot_samples`` (for a randomised defense): the APGD components of any
-    version average their gradients over that many draws of the defense's randomness (``rand`` keeps its own
-    ``eot_iter``)."""
-
-    def __init__(self, aa: AutoAttack, mode: str = "full", eot_samples: int | None = None):
-        if eot_samples is not None and eot_samples > 1 and aa.version != "rand":
-            aa.eot_all_versions, aa.eot_iter = True, int(eot_samples)
-        self.aa, self.mode, self.eps = aa, mode, aa.eps
-        self.name = f"{aa.name}-{mode}"
-
-    def __call__(self, defense, classifier, x, y, generator=None, x_init=None):
-        from ..defenses.base import Defended
-
-        return self.aa(Defended(defense, classifier, differentiable=self.mode), x, y, generator)
-
-    def component_names(self, num_classes=None):
-        return self.aa.component_names(num_classes)
-
-    @property
-    def last_broken_by(self):
-        return self.aa.last_broken_by
-
-    def config(self) -> dict:
-        return {**self.aa.config(), "name": self.name, "mode": self.mode, "threat_model": "adaptive"}

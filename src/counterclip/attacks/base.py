@@ -11,12 +11,16 @@ import torch
 import torch.nn.functional as F
 
 from ..budgets import eps_str, parse_eps
+from ..registry import Registry
 
 NORMS = ("linf", "l2")
 
 
 class Attack:
     name = "attack"
+    # run-wide settings this attack's parameters take, when they differ by name: {parameter: setting}
+    # (AutoAttack's ``steps`` is the run's ``aa_steps``); see ``run_settings_for``
+    grid_knobs: dict = {}
 
     def __init__(self, eps, norm: str = "linf", generator=None, dtype=torch.float32):
         self.eps = parse_eps(eps)
@@ -79,3 +83,16 @@ def dlr_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     z_y = logits.gather(1, y[:, None]).squeeze(1)
     z_other = srt[:, -2] * top_is_y + srt[:, -1] * (1.0 - top_is_y)
     return -(z_y - z_other) / (srt[:, -1] - srt[:, -3] + 1e-12)
+
+
+# every attack registers its CLI word(s) where it is defined; a user's ``pkg.mod:Cls`` resolves through the same
+# registry (attacks are duck-typed: ``.eps``, ``.config()`` and the call, checked when built)
+ATTACKS: Registry = Registry("attack")
+
+
+def run_settings_for(cls, run: dict) -> dict:
+    """The run-wide settings (``steps``, ``step_size``, ``queries``, ...) as ``cls``'s parameters take them."""
+    out = dict(run)
+    for param, setting in getattr(cls, "grid_knobs", {}).items():
+        out[param] = run[setting]
+    return out

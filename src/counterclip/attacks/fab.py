@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 
 from .. import rng
-from .base import Attack
+from .base import ATTACKS, Attack
 
 
 def project_linf(p: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -66,6 +66,8 @@ def query(classifier, x, generator, stream: str):
     return classifier(x, generator=copy_generators(generator, 1, stream))
 
 
+@ATTACKS.register("fab", fixed={"targeted": False}, summary="untargeted FAB (Croce & Hein, ICML 2020)")
+@ATTACKS.register("fab-t", fixed={"targeted": True}, summary="targeted FAB (Croce & Hein, ICML 2020)")
 class FAB(Attack):
     name = "fab"
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from .. import rng
 from ..budgets import eps_str, parse_eps, whole_number
-from .base import Attack, cw_margin_loss, input_grad
+from .base import ATTACKS, Attack, cw_margin_loss, input_grad
 
 LOSSES = ("ce", "cw")
 
@@ -27,6 +27,8 @@ def auto_step_size(eps: float, steps: int) -> float:
     return max(1 / 255, 2.5 * eps / max(steps, 1))
 
 
+@ATTACKS.register("cw", fixed={"loss": "cw"}, summary="PGD on the CW margin loss, kappa 50 (the paper's CW)")
+@ATTACKS.register("pgd", summary="PGD on the cross-entropy (Madry et al., ICLR 2018); the paper's PGD-10")
 class PGD(Attack):
     name = "pgd"
 

@@ -30,7 +30,7 @@ import torch
 
 from .. import rng
 from ..budgets import whole_number
-from .base import Attack
+from .base import ATTACKS, Attack
 
 # the paper's schedule: p_init / 2**k after these iterations
 _P_STEPS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
@@ -51,6 +51,7 @@ def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return z_y - other
 
 
+@ATTACKS.register("square", summary="Square, black-box random search (Andriushchenko et al., ECCV 2020)")
 class Square(Attack):
     name = "square"
 

@@ -14,12 +14,11 @@ Images reach the model as float tensors in [0,1], 3-channel RGB even for graysca
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch.utils.data import Dataset
 
-from ..errors import UnknownNameError
+from ..registry import Registry
 from . import fashion_mnist, paper
 from .aliases import canonical
 from .prompts import DEFAULT_PROMPTS, PROMPT_STYLES, check_style, prompt_set
@@ -103,15 +102,19 @@ def _imagefolder(split, data_root, download, image_size, resize, prompts="clip")
                          extra={"data_root": str(data_root), "skipped_images": ds.skipped}, source="imagefolder")
 
 
-BUILDERS: dict[str, Callable[..., LoadedDataset]] = {
-    "fashion-mnist": _fashion_mnist,
-    "imagefolder": _imagefolder,
-    **{key: paper.builder(key) for key in paper.SPECS},
-}
+# dataset keys -> builders ``(split, data_root, download, image_size, resize, prompts=) -> LoadedDataset``; the
+# paper's datasets are data (paper.SPECS) with one builder each. ``wds/<name>`` mirrors and CLIP_benchmark's
+# ids (aliases.py, some of which name a mirror) are resolved before the registry is asked.
+DATASETS: Registry = Registry("dataset", plugins=False)
+DATASETS.add("fashion-mnist", _fashion_mnist, summary="Fashion-MNIST test/train, embedded (Debian package)")
+DATASETS.add("imagefolder", _imagefolder, summary="any ImageFolder tree (--data-root)")
+for _key in paper.SPECS:
+    DATASETS.add(_key, paper.builder(_key))
+BUILDERS = DATASETS  # the name earlier code imports
 
 
 def list_datasets() -> list[str]:
-    return sorted(BUILDERS)
+    return sorted(DATASETS.names())
 
 
 def get_dataset(name: str, split: str = "test", data_root=None, download: bool = False, image_size: int = 224,
@@ -131,10 +134,10 @@ def get_dataset(name: str, split: str = "test", data_root=None, download: bool =
         check_style(prompts)
         return sources.mirror_dataset(key[len("wds/"):], split, data_root, download, image_size, resize,
                                       allow_partial, prompts)
-    if key not in BUILDERS:
-        raise UnknownNameError("dataset", name, [*BUILDERS, "wds/<name>"])
+    if key not in DATASETS:
+        DATASETS.unknown(name, extra=["wds/<name>"])
     check_style(prompts)
     if key in paper.SPECS:
-        return sources.registry_dataset(key, BUILDERS[key], split, data_root, download, image_size, resize,
+        return sources.registry_dataset(key, DATASETS.resolve(key), split, data_root, download, image_size, resize,
                                         allow_partial, prompts)
-    return BUILDERS[key](split, data_root, download, image_size, resize, prompts=prompts)
+    return DATASETS.resolve(key)(split, data_root, download, image_size, resize, prompts=prompts)

@@ -66,9 +66,9 @@ def prompt_set(key: str, style: str = DEFAULT_PROMPTS) -> dict:
         return {"classnames": list(fashion_mnist.CLASSNAMES), "templates": ["a photo of a {}."],
                 "source": "torchvision FashionMNIST.classes"}
     if key not in paper.SPECS:
-        from . import BUILDERS
+        from . import DATASETS
 
-        raise UnknownNameError("dataset", key, BUILDERS)
+        DATASETS.unknown(key)
     meta = paper.load_metadata(key)
     if style == "clip":
         out = {"classnames": list(meta["classnames"]), "templates": list(meta["templates"]),

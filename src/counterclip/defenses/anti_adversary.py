@@ -5,8 +5,11 @@ from __future__ import annotations
 import torch.nn.functional as F
 
 from ._sign_steps import SignStepDefense
+from .base import DEFENSES
 
 
+@DEFENSES.register("anti-adversary",
+                   summary="Anti-adversary: steps toward the predicted class (Alfarra et al., AAAI 2022)")
 class AntiAdversary(SignStepDefense):
     """Pseudo-label ``ŷ = argmax classifier(x)``, then ``steps`` updates ``δ ← δ − α·sign(∇_δ CE(f(x+δ), ŷ))``
     (toward the predicted class, the opposite of an attack) from ``δ = 0``, kept in an L∞ ball of ``eps``; classify

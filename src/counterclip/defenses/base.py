@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..registry import Registry
+
 MODES = ("full", "bpda")
 
 # what each gradient mode costs, in the words of the one-line error and the docs
@@ -87,6 +89,12 @@ class Defense:
         return f"{type(self).__name__}({', '.join(f'{k}={v}' for k, v in self.params().items())})"
 
 
+# every defense registers itself where it is defined (``@DEFENSES.register("word")``); a user's
+# ``pkg.mod:Cls`` resolves through the same registry and must subclass Defense
+DEFENSES: Registry = Registry("defense", base=Defense, base_label="counterclip.defenses.Defense (the protocol: "
+                                                                 "predict(classifier, x, generator=None) -> logits)")
+
+
 def own_modes(defense) -> tuple:
     """The differentiable modes ``defense`` implements itself (a defense written before the attribute existed
     that overrides ``differentiable`` is taken to have both)."""
@@ -121,6 +129,7 @@ def has_gate(defense) -> bool:
     return type(defense).gate_score is not Defense.gate_score
 
 
+@DEFENSES.register("none", summary="the undefended classifier")
 class NoDefense(Defense):
     """The undefended classifier (CLI word ``none``)."""
 

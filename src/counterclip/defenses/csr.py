@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from ..budgets import parse_eps
 from ._gate import CalibratedGate
 from ._grad import identity_st, input_grad_graph, second_order, sign_st
-from .base import Defense
+from .base import DEFENSES, Defense
 
 VARIANTS = {"fast": 2, "full": 3}  # updates
 
@@ -48,6 +48,7 @@ def csr_score(e: torch.Tensor, a: torch.Tensor, b: torch.Tensor, lam: float) -> 
     return F.cosine_similarity(e, b, dim=-1) - lam * F.cosine_similarity(e, a, dim=-1)
 
 
+@DEFENSES.register("csr", summary="CSR, contrastive spectral rectification, fast variant (Nie et al., ICML 2026)")
 class CSR(CalibratedGate, Defense):
     """``CSR(variant="fast", eps=4/255, step_size=2/255, lam=1.0, gate_thres=0.85, radius=None,
     gate_quantile=0.1)`` (module docstring). ``radius=None`` scales 40 bins at 224 px to the input's side."""
@@ -199,6 +200,7 @@ def _low_pass_raw(x, radius):
     return torch.fft.ifft2(torch.fft.ifftshift(spec * mask, dim=(-2, -1))).real
 
 
+@DEFENSES.register("csr-full", summary="CSR, full variant: 3 rectification steps, the last one scored")
 class CSRFull(CSR):
     """CSR's "full" variant under its own CLI word (``csr-full``): 3 updates, the final iterate scored too."""
 

@@ -6,8 +6,10 @@ import torch.nn.functional as F
 
 from .. import rng
 from ._sign_steps import SignStepDefense
+from .base import DEFENSES
 
 
+@DEFENSES.register("hedge", summary="Hedge Defence: ascent on every class's loss (Wu et al., ICCV 2021)")
 class HedgeDefence(SignStepDefense):
     """Uniform random start in ``[-eps, eps]``, then ``steps`` signed-gradient *ascent* steps on the sum of the
     cross-entropy losses over **all** classes (pushing the input away from every class at once, which moves

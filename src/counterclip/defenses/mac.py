@@ -37,7 +37,7 @@ from .. import rng
 from ..budgets import parse_eps
 from ._gate import CalibratedGate
 from ._grad import identity_st, input_grad_graph, second_order, sign_st
-from .base import Defense
+from .base import DEFENSES, Defense
 
 PAPER_THRESHOLD = 0.7
 SKIP_BELOW = 1e-9  # |delta * w| per pixel below which a view's counterattack is not run
@@ -96,6 +96,7 @@ def corruption_degree(f_aug: torch.Tensor, f_v: torch.Tensor) -> torch.Tensor:
     return (f_aug - f_v).norm(dim=-1) / f_v.norm(dim=-1)
 
 
+@DEFENSES.register("mac", summary="MAC: gated counterattacks on augmented views (CVPR 2026, TTC's successor)")
 class MAC(CalibratedGate, Defense):
     """``MAC(eps=8/255, steps=4, step_size=2/255, gate_thres=0.7, temperature=0.01, gate_quantile=0.1)``
     (module docstring)."""

@@ -32,7 +32,7 @@ from ..budgets import whole_number
 from ..cost import count_text
 from ._grad import second_order, sign_st
 from ._views import make_views
-from .base import Defense
+from .base import DEFENSES, Defense
 
 
 class PromptContext:
@@ -99,6 +99,7 @@ def reliability_weights(feats: torch.Tensor, neighbours: int, temperature: float
     return torch.softmax(score / temperature, dim=-1)
 
 
+@DEFENSES.register("rtpt", summary="R-TPT, reliability-weighted test-time prompt tuning (Sheng et al., CVPR 2025)")
 class RTPT(Defense):
     """``RTPT(views=64, init="a photo of a", lr=5e-3, steps=1, top=0.1, neighbours=20, temperature=0.01,
     weight_decay=0.01, augmix=True, self_mask="diagonal")`` (module docstring; ``self_mask="reference"``

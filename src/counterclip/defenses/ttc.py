@@ -25,7 +25,7 @@ from .. import rng
 from ..budgets import parse_eps, whole_number
 from ._gate import quantile_threshold
 from ._grad import identity_st, input_grad_graph, second_order, sign_st
-from .base import Defense
+from .base import DEFENSES, Defense
 
 # record the graph on the delta0 pass when more than this fraction of the batch is expected to be
 # counterattacked: one forward+backward on B images beats a no-grad forward on B plus forward+backward on k
@@ -50,6 +50,7 @@ def _per_sample_norm(t: torch.Tensor) -> torch.Tensor:
     return t.flatten(1).norm(dim=1).view(-1, *([1] * (t.ndim - 1)))
 
 
+@DEFENSES.register("ttc", summary="TTC, test-time counterattacks (Xing, Zhao & Sebe, CVPR 2025)")
 class TTC(Defense):
     """``TTC(eps=4/255, steps=2, step_size=1/255, tau_thres=0.2, beta=2.0, norm="linf", tau_encoder=None)``.
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import Defense
+from .base import DEFENSES, Defense
 
 
+@DEFENSES.register("tte", summary="TTE, test-time transformation ensembling (Pérez et al., ICCVW 2021)")
 class TTE(Defense):
     """Average the logits over the input and label-preserving transforms: horizontal flip, and ``crops``
     padded crops (zero padding of ``pad`` of the image side on every border, then crops at the corners of

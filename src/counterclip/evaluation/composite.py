@@ -26,12 +26,12 @@ def is_composite(attack) -> bool:
     return hasattr(attack, "component_names")
 
 
-def attack_generators(runner, attack, idx, stream_fmt: str = "attack:{name}:{eps}"):
+def attack_generators(ctx, attack, idx, stream_fmt: str = "attack:{name}:{eps}"):
     """Per-sample generators for ``attack``: a dict per component (plus ``clean``) for a composed attack."""
     if not is_composite(attack):
-        return runner.gens(idx, stream_fmt.format(name=attack.name, eps=attack.eps))
-    names = attack.component_names(runner.clf.num_classes) + ["clean"]
-    return {n: runner.gens(idx, stream_fmt.format(name=n, eps=attack.eps)) for n in names}
+        return ctx.gens(idx, stream_fmt.format(name=attack.name, eps=attack.eps))
+    names = attack.component_names(ctx.clf.num_classes) + ["clean"]
+    return {n: ctx.gens(idx, stream_fmt.format(name=n, eps=attack.eps)) for n in names}
 
 
 def stage_record(attack, broken_by: torch.Tensor, num_classes: int) -> dict:
@@ -58,14 +58,14 @@ def broken_by_labels(attack, broken_by: torch.Tensor, num_classes: int) -> np.nd
     return np.array([lut[int(v) + 1] for v in broken_by.long().tolist()], dtype=f"<U{max(map(len, lut)) or 1}")
 
 
-def eval_draws(runner, defense, dname, x, y, idx, first_logits) -> torch.Tensor:
+def eval_draws(ctx, defense, dname, x, y, idx, first_logits) -> torch.Tensor:
     """[B, R] correctness on R draws; column 0 is ``first_logits`` (the record's usual single draw)."""
-    r = runner.cfg.eval_draws
+    r = ctx.cfg.eval_draws
     cols = [first_logits.argmax(-1).cpu() == y.cpu()]
     if r > 1 and getattr(defense, "randomized", False):
         with torch.no_grad():
             for k in range(1, r):
-                logits = defense(runner.clf, x, generator=runner.gens(idx, f"defense:{dname}:draw{k}"))
+                logits = defense(ctx.clf, x, generator=ctx.gens(idx, f"defense:{dname}:draw{k}"))
                 cols.append(logits.argmax(-1).cpu() == y.cpu())
     else:  # deterministic: every draw is the same
         cols = cols * r

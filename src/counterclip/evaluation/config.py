@@ -85,23 +85,26 @@ class EvalConfig:
         if self.precision not in PRECISIONS:
             raise UnknownNameError("precision", self.precision, PRECISIONS)
         from ..plugins import check_adaptive_args, check_attack_args, check_args, defense_class, is_plugin
+        from ..attacks import ADAPTIVE
 
         for a in self.attacks:
-            if a != "none" and a not in ATTACKS and not is_plugin(a) and a not in self.objects:
-                raise UnknownNameError("attack", a, ("none",) + ATTACKS + ("pkg.module:ClassName",))
+            if a != "none" and a not in ATTACKS and a not in self.objects:
+                ATTACKS.unknown(a, extra=("none",))
         for d in self.defenses:
-            if d not in DEFENSES and not is_plugin(d) and d not in self.objects:
-                raise UnknownNameError("defense", d, list(DEFENSES) + ["pkg.module:ClassName"])
+            if d not in DEFENSES and d not in self.objects:
+                DEFENSES.unknown(d)
+        # registered words by their canonical spelling (an alias or 'PGD' names the same cells and records)
+        self.attacks = [a if a == "none" or a in self.objects else ATTACKS.canonical(a) for a in self.attacks]
+        self.defenses = [d if d in self.objects else DEFENSES.canonical(d) for d in self.defenses]
         for d, args in self.defense_args.items():
             if d not in self.defenses:
                 raise ValueError(f"--defense-arg for {d!r}, which is not among --defense {','.join(self.defenses)}")
             if d not in self.objects:
                 check_args(defense_class(d), args, "defense", d)
-        from ..attacks.adaptive import ADAPTIVE_ATTACKS
         from .describe import wanted as adaptive_wanted
 
         for a, args in self.attack_args.items():
-            if a in ADAPTIVE_ATTACKS and a not in self.attacks:  # an adaptive attack's own knobs (grid.adaptive)
+            if a in ADAPTIVE and a not in self.attacks:  # an adaptive attack's own knobs (grid.adaptive)
                 if self.threat_model == "oblivious":
                     raise ValueError(f"--attack-arg for the adaptive attack {a!r} needs --threat-model adaptive "
                                      "or both")
@@ -112,14 +115,14 @@ class EvalConfig:
                 continue
             if a not in self.attacks:
                 raise ValueError(f"--attack-arg for {a!r}, which is not among --attack {','.join(self.attacks)} "
-                                 f"or the adaptive attacks {','.join(ADAPTIVE_ATTACKS)}")
+                                 f"or the adaptive attacks {','.join(ADAPTIVE.names())}")
             if a not in self.objects or isinstance(self.objects[a], type):
                 check_attack_args(a, args, self.objects.get(a))
             if a not in self.objects and not is_plugin(a) and args:  # a bad value now, naming it, not mid-run
-                from ..attacks import attack_arg_kwargs, build_attack
+                from ..attacks import build_attack
 
                 try:
-                    build_attack(a, 1 / 255, **attack_arg_kwargs(a, args))
+                    build_attack(a, 1 / 255, **args)
                 except (ValueError, TypeError) as e:
                     shown = ", ".join(f"{a}.{k}={v!r}" for k, v in args.items())
                     raise ValueError(f"--attack-arg {shown}: {e}") from None
@@ -140,12 +143,12 @@ class EvalConfig:
             raise ValueError(f"--beta must be a finite number, not {self.beta}")
         if self.adaptive_attacks is not None:
             for a in self.adaptive_attacks:
-                if a not in ADAPTIVE_ATTACKS:
-                    raise UnknownNameError("adaptive attack", a, ADAPTIVE_ATTACKS)
+                if a not in ADAPTIVE:
+                    ADAPTIVE.unknown(a)
             if self.threat_model == "oblivious":
                 raise ValueError("--adaptive-attack needs --threat-model adaptive or both")
         if not any(a != "none" for a in self.attacks) and (
-                self.adaptive_attacks is not None or any(a in ADAPTIVE_ATTACKS for a in self.attack_args)):
+                self.adaptive_attacks is not None or any(a in ADAPTIVE for a in self.attack_args)):
             raise ValueError("the adaptive attacks run at the budgets of an --attack (e.g. --attack pgd --eps 4/255);"
                              " none is given")
         from .quantize import MODES as QUANTIZE_MODES

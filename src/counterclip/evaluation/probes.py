@@ -11,14 +11,17 @@ from . import sanity
 
 
 class Probes:
-    def __init__(self, runner):
-        self.r = runner
-        self.data = runner.data
-        k = min(runner.cfg.probe_size, len(runner.indices))
-        x, y, idx = runner.batch(0, k)
+    """Probes over one dataset's context. ``attack_for(name, eps)`` builds the run's attacks; ``history`` holds
+    what the run has measured so far (``obliv``: oblivious robust correctness; ``summary``: records)."""
+
+    def __init__(self, ctx, attack_for, history):
+        self.ctx, self.attack_for, self.history = ctx, attack_for, history
+        self.data, self.clf = ctx.data, ctx.clf
+        k = min(ctx.cfg.probe_size, len(ctx.indices))
+        x, y, idx = ctx.batch(0, k)
         self.x, self.y, self.idx = x, y, idx
         with torch.no_grad():
-            self.clean_pred = runner.clf(x).argmax(-1)
+            self.clean_pred = ctx.clf(x).argmax(-1)
         self._memo: dict = {}
 
     def memo(self, key, fn):
@@ -27,12 +30,12 @@ class Probes:
         return self._memo[key]
 
     def gens(self, stream):
-        return self.r.gens(self.idx, f"probe:{stream}")
+        return self.ctx.gens(self.idx, f"probe:{stream}")
 
     def _robust(self, attack) -> float:
-        x_adv = attack(self.r.clf, self.x, self.y, generator=self.gens(f"{attack.name}:{attack.eps}:{attack.steps}"))
+        x_adv = attack(self.clf, self.x, self.y, generator=self.gens(f"{attack.name}:{attack.eps}:{attack.steps}"))
         with torch.no_grad():
-            return float((self.r.clf(x_adv).argmax(-1) == self.y).float().mean())
+            return float((self.clf(x_adv).argmax(-1) == self.y).float().mean())
 
     def cheap(self, atk):
         """Composed and query-based attacks probe with a small budget (eps = 0 never fools, so a full budget
@@ -44,21 +47,21 @@ class Probes:
 
     def eps_zero(self, aname):
         def run():
-            atk = self.cheap(self.r.attack_for(aname, 0.0))
-            x0 = atk(self.r.clf, self.x, self.y, generator=self.gens("eps0"))
+            atk = self.cheap(self.attack_for(aname, 0.0))
+            x0 = atk(self.clf, self.x, self.y, generator=self.gens("eps0"))
             with torch.no_grad():
-                pred = self.r.clf(x0).argmax(-1)
+                pred = self.clf(x0).argmax(-1)
             return sanity.eps_zero(self.clean_pred, pred, self.y)
         return self.memo(("eps0", aname), run)
 
     def steps(self, aname, eps):
         def run():
-            full = self.r.attack_for(aname, eps)
+            full = self.attack_for(aname, eps)
             if hasattr(full, "component_names") or not hasattr(full, "steps"):
                 return sanity.check(None, "a composed or query-based attack: its components are checked alone")
             if full.steps < 2:
                 return sanity.check(None, "fewer than 2 steps: nothing to compare")
-            half = self.r.attack_for(aname, eps)
+            half = self.attack_for(aname, eps)
             half.steps = full.steps // 2
             return sanity.monotone("the number of steps", self._robust(half), self._robust(full), len(self.y),
                                    f"{half.steps} steps", f"{full.steps} steps (probe images)")
@@ -69,7 +72,7 @@ class Probes:
         def run():
             x = self.x.clone().requires_grad_(True)
             with torch.enable_grad():
-                model = self.r.clf if mode is None else Defended(defense, self.r.clf, differentiable=mode)
+                model = self.clf if mode is None else Defended(defense, self.clf, differentiable=mode)
                 logits = model(x, generator=self.gens("grad")) if mode else model(x)
                 (g,) = torch.autograd.grad(F.cross_entropy(logits.float(), self.y, reduction="sum"), x)
             what = "the undefended classifier" if mode is None else f"{dname} (differentiable mode {mode!r})"
@@ -98,19 +101,18 @@ class Probes:
                 return None
 
             with torch.no_grad():
-                a = defense(self.r.clf, self.x, generator=torch.Generator().manual_seed(1))
+                a = defense(self.clf, self.x, generator=torch.Generator().manual_seed(1))
                 old = sys.gettrace()
                 sys.settrace(tracer)
                 try:
-                    b = defense(self.r.clf, self.x, generator=torch.Generator().manual_seed(2))
+                    b = defense(self.clf, self.x, generator=torch.Generator().manual_seed(2))
                 finally:
                     sys.settrace(old)
             return {"randomized": sanity.randomized(not torch.allclose(a, b)),
                     "dynamic": sanity.dynamic(bool(getattr(defense, "dynamic", False)), calls["n"] > 0)}
         return self.memo(("dflags", dname), run)
 
-    def black_box(self, aname, eps, dname, threat, robust_acc, n):
-        stages = getattr(self.r, "_stages", None)
+    def black_box(self, aname, eps, dname, threat, robust_acc, n, stages=None):
         if aname in ("autoattack", "aa-paper") or (stages and threat == "adaptive"):
             if not stages or "square" not in stages["components"]:
                 return None
@@ -122,7 +124,7 @@ class Probes:
             return sanity.black_box_vs_white_box(acc["square"], before, n, "AutoAttack's stages before and after "
                                                  "Square, on the attacked model")
         if aname == "square" and threat == "oblivious":
-            white = [float(v.float().mean()) for (a, e, d), v in self.r.obliv.items()
+            white = [float(v.float().mean()) for (a, e, d), v in self.history.obliv.items()
                      if e == eps and d == dname and a not in ("square", "autoattack", "aa-paper")]
             return sanity.black_box_vs_white_box(robust_acc, min(white) if white else None, n,
                                                  "the same samples, white-box attacks of this run")
@@ -131,15 +133,15 @@ class Probes:
     def randomness(self, dname, defense):
         def run():
             with torch.no_grad():
-                a = defense(self.r.clf, self.x, generator=torch.Generator().manual_seed(1))
-                b = defense(self.r.clf, self.x, generator=torch.Generator().manual_seed(2))
+                a = defense(self.clf, self.x, generator=torch.Generator().manual_seed(1))
+                b = defense(self.clf, self.x, generator=torch.Generator().manual_seed(2))
             return sanity.randomness(defense, not torch.allclose(a, b))
         return self.memo(("rand", dname), run)
 
     def previous(self, aname, eps, dname, threat, adaptive_name):
         """The record of the next smaller budget of the same attack/defense/threat model in this run."""
         best = None
-        for r in self.r.summary:
+        for r in self.history.summary:
             a = r["adaptive_attack"]["name"] if r.get("adaptive_attack") else r["attack"]["name"]
             if (r["dataset"] == self.data.name and a == (adaptive_name or aname) and r["defense"]["name"] == dname
                     and r["threat_model"] == threat and r["attack"]["eps"] < eps):
@@ -147,11 +149,11 @@ class Probes:
                     best = r
         return best
 
-    def checks(self, aname, eps, attack, dname, defense, threat, robust_acc, n, adaptive) -> dict:
+    def checks(self, aname, eps, attack, dname, defense, threat, robust_acc, n, adaptive, stages=None) -> dict:
         out = {"randomness": self.randomness(dname, defense), **self.defense_flags(dname, defense)}
         if aname == "none":
             return out
-        cfg = self.r.cfg
+        cfg = self.ctx.cfg
         if threat == "oblivious":
             out["eps_zero"] = self.eps_zero(aname)
             out["gradients"] = self.grads(dname, defense, None)
@@ -165,10 +167,10 @@ class Probes:
             mode = getattr(adaptive, "mode", "full") if adaptive.name not in ("tau-aware", "gate-aware") else None
             out["gradients"] = self.grads(dname, defense, mode or "full")
             out.update(self.model_flags(dname, defense, mode or "full"))
-            obl = [v for (a, e, d), v in self.r.obliv.items() if e == eps and d == dname]
+            obl = [v for (a, e, d), v in self.history.obliv.items() if e == eps and d == dname]
             oblivious_acc = min(float(v.float().mean()) for v in obl) if obl else None
             out["adaptive_le_oblivious"] = sanity.adaptive_vs_oblivious(robust_acc, oblivious_acc)
-        bb = self.black_box(aname, eps, dname, threat, robust_acc, n)
+        bb = self.black_box(aname, eps, dname, threat, robust_acc, n, stages)
         if bb is not None:
             out["black_box_beats_white_box"] = bb
         prev = self.previous(aname, eps, dname, threat, adaptive.name if adaptive is not None else None)

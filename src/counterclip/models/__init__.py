@@ -5,10 +5,11 @@ from __future__ import annotations
 import copy
 
 from ..errors import CounterclipError
+from ..registry import Registry
 from .clip_model import ClipModel
 from .registry import DEFAULT_MODEL, EMBEDDED, embedded_dir
 
-__all__ = ["ClipModel", "load_model", "list_models", "DEFAULT_MODEL"]
+__all__ = ["ClipModel", "load_model", "list_models", "DEFAULT_MODEL", "BACKENDS"]
 
 
 def list_models() -> list[str]:
@@ -30,18 +31,8 @@ def load_model(name: str = DEFAULT_MODEL, pretrained: str | None = None, device=
     vision_checkpoint: a robust finetuned vision tower (TeCoA / PMG-AFT / FARE format) loaded strictly over the
       base model's; the original tower is kept as ``model.base_visual`` for TTC's tau (spec section 2).
     """
-    if name in EMBEDDED:
-        model = _load_embedded(name, pretrained, device)
-    elif name.startswith("hf:"):
-        if pretrained is not None:
-            raise CounterclipError("hf: models take their weights from the hub id or directory; drop --pretrained")
-        from . import hf_backend
-
-        model = hf_backend.build(name, device=device)
-    else:
-        from . import openclip_backend
-
-        model = openclip_backend.build(name, pretrained, device=device)
+    backend = next(e for e in BACKENDS.entries() if e.meta["accepts"](name))
+    model = BACKENDS.resolve(backend.name)(name, pretrained, device)
     if vision_checkpoint is not None:
         from .checkpoints import load_vision_checkpoint
 
@@ -50,6 +41,20 @@ def load_model(name: str = DEFAULT_MODEL, pretrained: str | None = None, device=
         model.base_visual = base
         model.vision_checkpoint = str(vision_checkpoint)
     return model.freeze()
+
+
+def _load_hf(name: str, pretrained, device) -> ClipModel:
+    if pretrained is not None:
+        raise CounterclipError("hf: models take their weights from the hub id or directory; drop --pretrained")
+    from . import hf_backend
+
+    return hf_backend.build(name, device=device)
+
+
+def _load_open_clip(name: str, pretrained, device) -> ClipModel:
+    from . import openclip_backend
+
+    return openclip_backend.build(name, pretrained, device=device)
 
 
 def _load_embedded(name: str, pretrained: str | None, device) -> ClipModel:
@@ -66,3 +71,14 @@ def _load_embedded(name: str, pretrained: str | None, device) -> ClipModel:
     model = openclip_backend.build(f"local-dir:{folder}", None, device=device, random_init=pretrained == "random")
     model.name, model.pretrained = name, pretrained
     return model
+
+
+# model backends, asked in this order which one takes a name (the last takes every other name): a backend is a
+# loader ``(name, pretrained, device) -> ClipModel`` behind the ClipModel contract
+BACKENDS: Registry = Registry("model backend", plugins=False)
+BACKENDS.add("embedded", _load_embedded, accepts=lambda name: name in EMBEDDED,
+             summary="counterclip's own models shipped in the package (tiny-fmnist)")
+BACKENDS.add("transformers", _load_hf, accepts=lambda name: name.startswith("hf:"),
+             summary="hf:<hub id or folder>: transformers' CLIPModel")
+BACKENDS.add("open_clip", _load_open_clip, accepts=lambda name: True,
+             summary="an open_clip architecture with a pretrained tag or file, hf-hub:ORG/REPO, local-dir:PATH")

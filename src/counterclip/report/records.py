@@ -12,15 +12,18 @@ from pathlib import Path
 
 import numpy as np
 
+from ..attacks import ADAPTIVE, ATTACKS
 from ..budgets import eps_str as _format_eps
+from ..defenses import DEFENSES
 from ..errors import CounterclipError
 from ..evaluation.integrity import file_matches, record_problem
 
 SIDECAR_FIELDS = ("index", "label", "clean_correct", "robust_correct", "clean_tau", "adv_tau")
 
-# Display order; names not listed sort after these, alphabetically.
-ATTACK_ORDER = ("none", "pgd", "cw", "apgd-ce", "apgd-dlr")
-DEFENSE_ORDER = ("none", "rn", "ttc", "tte", "anti-adversary", "hedge", "rtpt", "csr", "csr-full", "mac")
+# Display order: the registries' (the import lines of attacks/ and defenses/), so a method added is placed
+# once; names not registered (plugins, composed names such as autoattack-full) sort after these, alphabetically.
+ATTACK_ORDER = ("none", *ATTACKS.names(), *ADAPTIVE.names())
+DEFENSE_ORDER = tuple(DEFENSES.names())
 THREAT_ORDER = ("oblivious", "adaptive")
 
 
