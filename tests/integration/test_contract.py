@@ -1,6 +1,8 @@
 """The contract every registered attack, adaptive attack and defense keeps: one test per property, each
 parametrised over every registered name (torchattacks' test_atks.py style), so registering a method is all it
-takes to be covered. The last tests check that these checks catch deliberately broken methods.
+takes to be covered. Attacks are pointed at targets as the grid points them (one contract): the classifier, and a
+``Defended`` representative defense (the first randomised, gated one: TTC); adaptive attacks at each defense whose
+description calls for them. The last tests check that these checks catch deliberately broken methods.
 
 Small settings (``SMALL``, offered to each method as far as its constructor takes them), 4 images, one thread.
 The batch of 4 runs through a copy of the classifier whose weights require grad, each with a hook (the trip
@@ -25,41 +27,29 @@ import torch
 import torch.nn.functional as F
 
 from counterclip import rng
-from counterclip.attacks import PGD
+from counterclip.attacks import ADAPTIVE, ATTACKS, PGD
+from counterclip.defenses import DEFENSES
 from counterclip.defenses.base import Defended, NoDefense, has_gate, supported_modes
 from counterclip.errors import CounterclipError
 from counterclip.evaluation.describe import adaptive_attacks_for
 from counterclip.registry import Registry
 from counterclip.rng import per_sample_generators
 
-# -- the registries: the only lines of this file that know how they are kept -----------------------------------
-from counterclip.attacks import ATTACKS, build_attack
-from counterclip.attacks.adaptive import ADAPTIVE_ATTACKS, build_adaptive
-from counterclip.defenses import DEFENSES
-from counterclip.plugins import accepted_params
-
-# small settings per kind; a method takes those its constructor has (defenses keep their own step counts)
-SMALL = {"attack": {"steps": 2, "queries": 16, "aa_steps": 2}, "adaptive": {"steps": 2, "eot_samples": 2},
-         "defense": {"views": 4}}
-REGISTRIES = {"attack": ATTACKS, "adaptive": ADAPTIVE_ATTACKS, "defense": DEFENSES}
+# -- the registries: the only lines of this file that know how methods are kept and built ------------------------
+REGISTRIES = {"attack": ATTACKS, "adaptive": ADAPTIVE, "defense": DEFENSES}
+# small settings per kind, offered: a method takes those its signature has (defenses keep their own step counts)
+SMALL = {"attack": {"steps": 2, "queries": 16, "n_target_classes": 2, "judge_draws": 2, "eot_iter": 2},
+         "adaptive": {"steps": 2, "eot_samples": 2}, "defense": {"views": 4}}
 
 
 def registered(kind: str) -> list[str]:
     """Every registered word of ``kind`` ("attack", "adaptive", "defense")."""
-    return list(REGISTRIES[kind])
+    return REGISTRIES[kind].names()
 
 
 def build(kind: str, name: str, *args, offered: dict | None = None, **kw):
     """``name`` of ``kind`` with the ``SMALL`` settings and ``offered`` ones it takes, ``kw`` on top."""
-    offered = {**SMALL[kind], **(offered or {})}
-    if isinstance(REGISTRIES[kind], Registry):
-        return REGISTRIES[kind].build(name, *args, offered=offered, **kw)
-    if kind == "attack":
-        return build_attack(name, *args, **{**offered, **kw})
-    if kind == "adaptive":
-        return build_adaptive(name, *args, **{**offered, **kw})
-    params, _ = accepted_params(DEFENSES[name])
-    return DEFENSES[name](*args, **{**{k: v for k, v in offered.items() if k in params}, **kw})
+    return REGISTRIES[kind].build(name, *args, offered={**SMALL[kind], **(offered or {})}, **kw)
 # ---------------------------------------------------------------------------------------------------------------
 
 EPS = 8 / 255
@@ -196,6 +186,11 @@ def check_jsonable(params):
 
 
 # -- runs --------------------------------------------------------------------------------------------------------
+def target(clf, defense, x):
+    """What an attack is pointed at (one contract): the classifier, or ``defense`` on it as a ``Defended``."""
+    return clf if defense is None else Defended(defense_for(defense, clf, x), clf)
+
+
 def attack_runs(memo, weights, data, kind, name, defense=None):
     """``(x_adv of the batch of 4 on the trip-wired classifier, touched), (the same images as batches of 1 and 3
     on the frozen one, touched)``."""
@@ -203,14 +198,8 @@ def attack_runs(memo, weights, data, kind, name, defense=None):
 
     def run(lo, hi, wired):
         atk = build(kind, name, EPS)
-
-        def call(clf):
-            if kind == "attack":
-                return atk(clf, x[lo:hi], y[lo:hi], generator=gens(lo, hi))
-            d = defense_for(defense, weights.frozen, x)
-            return atk(d, clf, x[lo:hi], y[lo:hi], generator=gens(lo, hi))
-
-        return weights.call(wired, call)
+        return weights.call(wired, lambda clf: atk(target(clf, defense, x), x[lo:hi], y[lo:hi],
+                                                   generator=gens(lo, hi)))
 
     whole = once(memo, (kind, name, defense, "whole"), lambda: run(0, N, True))
     parts = once(memo, (kind, name, defense, "parts"), lambda: [run(0, SPLIT, False), run(SPLIT, N, False)])
@@ -245,10 +234,7 @@ def mode_run(memo, weights, data, name, mode):
 
 def eps_zero_output(weights, data, kind, name, defense=None):
     x, y = data
-    atk = build(kind, name, 0.0)
-    if kind == "attack":
-        return atk(weights.frozen, x, y, generator=gens(0, N))
-    return atk(defense_for(defense, weights.frozen, x), weights.frozen, x, y, generator=gens(0, N))
+    return build(kind, name, 0.0)(target(weights.frozen, defense, x), x, y, generator=gens(0, N))
 
 
 def eps_zero_logits(weights, data, name):
@@ -260,7 +246,15 @@ def eps_zero_logits(weights, data, name):
 
 
 # -- attacks -----------------------------------------------------------------------------------------------------
-ATTACK_CASES = [("attack", a, None) for a in registered("attack")] + [("adaptive", a, d) for a, d in adaptive_pairs()]
+def representative_defense() -> str:
+    """The first registered defense that is randomised and gated (TTC): every attack also runs through it."""
+    return next(d for d in registered("defense")
+                if getattr(build("defense", d), "randomized", False) and has_gate(build("defense", d)))
+
+
+ATTACK_CASES = ([("attack", a, None) for a in registered("attack")]
+                + [("attack", a, representative_defense()) for a in registered("attack")]
+                + [("adaptive", a, d) for a, d in adaptive_pairs()])
 ATTACK_IDS = [a if d is None else f"{a}@{d}" for _, a, d in ATTACK_CASES]
 
 
