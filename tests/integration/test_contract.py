@@ -345,7 +345,7 @@ def test_defense_differentiable_mode_computes_the_fast_path_prediction(memo, wei
 @pytest.mark.parametrize("name", registered("defense"))
 def test_defense_params_are_json(weights, data, name):
     check_jsonable(build("defense", name).params())
-    check_jsonable(defense_for(name, weights.frozen, data[0]).params())  # calibrated: the record carries the calibration
+    check_jsonable(defense_for(name, weights.frozen, data[0]).params())  # calibrated: records carry the calibration
 
 
 BUDGET_BOUND = [d for d in registered("defense") if getattr(type(build("defense", d)), "budget_bound", False)]
