@@ -157,6 +157,12 @@ def test_aa_paper_is_autoattack_paper_and_two_classes_never_abort(classifier, ba
         assert aa.component_names(2)[0] == "apgd-ce"
 
 
+def test_a_version_with_an_linf_only_component_refuses_l2_when_built():
+    with pytest.raises(ValueError, match="L-inf"):  # FAB-T and Square: before APGD has run, not after
+        AutoAttack(0.5, norm="l2")
+    assert AutoAttack(0.5, version="paper", norm="l2").norm == "l2"  # APGD only: L2 is fine
+
+
 def test_rand_version_uses_eot_on_a_randomised_defense(classifier, batch):
     from counterclip.defenses import Defended, build_defense
 

@@ -83,6 +83,8 @@ class AutoAttack(Attack):
         self.last_broken_by: torch.Tensor | None = None
         self.last_stages: dict | None = None
         self.dropped: list[str] = []
+        self.components()  # a component that cannot take these settings (FAB, Square: L-inf only) fails here,
+        # not after the components before it have run
 
     def build(self, key: str) -> Attack:
         eps, n, kw = self.eps, self.steps, {"norm": self.norm, "dtype": self.dtype}

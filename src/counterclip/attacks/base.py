@@ -60,6 +60,16 @@ def input_grad(loss: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return g
 
 
+def query(classifier, x: torch.Tensor, generator, stream: str) -> torch.Tensor:
+    """Logits of ``classifier``; a ``Defended`` target gets draws derived from the attack's generator (``stream``
+    names them), so a randomised defense is seeded per sample as the attack is, never from the global RNG."""
+    if getattr(classifier, "defense", None) is None:
+        return classifier(x)
+    from .adaptive import copy_generators
+
+    return classifier(x, generator=copy_generators(generator, 1, stream))
+
+
 def cw_margin_loss(logits: torch.Tensor, y: torch.Tensor, kappa: float = 50.0) -> torch.Tensor:
     """Per-sample ``-relu(z_y - max_{c != y} z_c + kappa)``: ascending it shrinks the true class's margin."""
     onehot = F.one_hot(y, logits.shape[-1]).bool()

@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 
 from .. import rng
-from .base import ATTACKS, Attack
+from .base import ATTACKS, Attack, query
 
 
 def project_linf(p: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -55,15 +55,6 @@ def project_linf(p: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Ten
     t = (need - sat.gather(1, kk)) / rest.gather(1, kk).clamp_min(1e-12)
     t = torch.where(feasible, t, r_sorted[:, -1:])
     return s * torch.minimum(room, t)
-
-
-def query(classifier, x, generator, stream: str):
-    """Logits of ``classifier``; a ``Defended`` module gets seeded draws derived from the attack's generator."""
-    if getattr(classifier, "defense", None) is None:
-        return classifier(x)
-    from .adaptive import copy_generators
-
-    return classifier(x, generator=copy_generators(generator, 1, stream))
 
 
 @ATTACKS.register("fab", fixed={"targeted": False}, summary="untargeted FAB (Croce & Hein, ICML 2020)")

@@ -5,6 +5,7 @@
 then ``steps`` signed-gradient (L∞) or normalised-gradient (L2) ascent steps on the **summed** loss over the
 batch, each followed by projection onto the eps-ball and [0,1]. The CE loss is on the classifier's logits
 (``logit_scale``-scaled, 100 for OpenAI CLIP). ``loss="cw"`` ascends ``-Σ relu(z_y - max_{c≠y} z_c + κ)``.
+Pointed at a randomised ``Defended``, each step's defense draws derive from ``generator`` (stream ``pgd:<step>``).
 
 Beyond the paper's budgets, 10 steps of 1/255 cannot even cross the ball: ``step_size="auto"`` uses
 ``max(1/255, 2.5 * eps / steps)`` (Madry et al.'s 2.5·eps/steps rule, never below the paper's 1/255, so the
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 
 from .. import ball
 from ..budgets import eps_str, parse_eps, whole_number
-from .base import ATTACKS, Attack, cw_margin_loss, input_grad
+from .base import ATTACKS, Attack, cw_margin_loss, input_grad, query
 
 LOSSES = ("ce", "cw")
 
@@ -61,9 +62,9 @@ class PGD(Attack):
 
     def perturb(self, classifier, x, y, generator):
         x_adv = self.random_init(x, generator)
-        for _ in range(self.steps):
+        for i in range(self.steps):
             x_adv.requires_grad_(True)
-            loss = self.loss_per_sample(classifier(x_adv), y).sum()
+            loss = self.loss_per_sample(query(classifier, x_adv, generator, f"pgd:{i}"), y).sum()
             grad = input_grad(loss, x_adv)
             x_adv = self.project(self.ascent_step(x_adv.detach(), grad), x)
         return x_adv

@@ -14,6 +14,7 @@ from .base import Defense
 class SignStepDefense(Defense):
     dynamic = True
     differentiable_modes = ("full", "bpda")
+    budget_bound = True  # x + delta, delta kept in the L-inf ball of eps
     direction = 1.0  # +1 ascends the objective, -1 descends it
 
     def __init__(self, eps=4 / 255, steps: int = 2, step_size=1 / 255):

@@ -37,6 +37,10 @@ class Defense:
     randomized = False  # its output depends on a random draw
     dynamic = False  # it optimises per input at test time (gradient-based purification)
     differentiable_modes: tuple = ()  # modes .differentiable() implements itself, a subset of ("full", "bpda")
+    # its output is the classifier's on inputs within its own ``eps`` of x (a purification that only adds a
+    # perturbation bounded by eps), so with eps=0 it is the undefended prediction; False for a defense without
+    # such a budget or whose views are not bound by it (crops, augmentations)
+    budget_bound = False
 
     def __call__(self, classifier, x: torch.Tensor, generator=None) -> torch.Tensor:
         if torch.is_inference_mode_enabled():

@@ -58,6 +58,7 @@ class CSR(CalibratedGate, Defense):
     randomized = False
     dynamic = True
     differentiable_modes = ("full", "bpda")
+    budget_bound = True  # the rectified iterate stays in the L-inf ball of eps around x
     gate_purifies = "below"  # cos(f(x), f(x_low)) < gate_thres -> rectified
     gate_label = "cos(f(x), f(x_low))"
     gradient_choices = {
@@ -206,6 +207,9 @@ class CSRFull(CSR):
 
     name = "csr-full"
 
-    def __init__(self, **kw):
-        kw.setdefault("variant", "full")
-        super().__init__(**kw)
+    # CSR's keywords spelled out (not **kw): the registry reads a signature to check --defense-arg keys and to
+    # hand over run-wide settings (gate_thres="auto"), and passes nothing it cannot see to a **kw
+    def __init__(self, eps=4 / 255, step_size=2 / 255, lam: float = 1.0, gate_thres=0.85,
+                 radius: float | None = None, gate_quantile: float = 0.1):
+        super().__init__("full", eps=eps, step_size=step_size, lam=lam, gate_thres=gate_thres, radius=radius,
+                         gate_quantile=gate_quantile)

@@ -54,6 +54,7 @@ class MAC(CalibratedGate, Defense):
     randomized = True
     dynamic = True
     differentiable_modes = ("full", "bpda")
+    budget_bound = False  # eps bounds the counterattack, not the augmented view it starts from
     gate_purifies = "above"  # corruption degree > gate_thres -> counterattacked
     gate_label = "corruption degree (max over views)"
     n_views = 2

@@ -68,6 +68,7 @@ class TTC(CalibratedGate, Defense):
     randomized = True
     dynamic = True
     differentiable_modes = ("full", "bpda")
+    budget_bound = True  # x + delta with delta in the eps-ball (RN too)
     gradient_choices = {
         "full": "through the counterattack, second order; sign -> tanh surrogate (sign_st), clipping "
                 "straight-through, the tau gate a constant mask; EOT over delta0",
