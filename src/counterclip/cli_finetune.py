@@ -15,7 +15,7 @@ def _warmup(text: str):
 def register(sub, add_model_args) -> None:
     from .finetune.checkpoint import FORMATS
     from .finetune.config import OPTIMIZERS, SELECT
-    from .finetune.methods import ALIASES, KL_DIRECTIONS, METHODS, PMG_VARIANTS
+    from .finetune.methods import KL_DIRECTIONS, METHODS, PMG_VARIANTS
     from .finetune.presets import PRESETS
 
     p = sub.add_parser("finetune", help="adversarially fine-tune the vision tower: TeCoA, PMG-AFT or FARE "
@@ -23,7 +23,7 @@ def register(sub, add_model_args) -> None:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g_m = p.add_argument_group("method")
     g_m.add_argument("--method", required=True,
-                     help=f"{', '.join(METHODS)} (aliases: {', '.join(f'{a}={n}' for a, n in ALIASES.items())})")
+                     help=" | ".join(words for words, _ in METHODS.table()) + " (aliases after the first word)")
     g_m.add_argument("--preset", default="toy", help=f"recipe: {', '.join(PRESETS)} (finetune.md sections 7-8)")
     g_m.add_argument("--reference", action="store_true",
                      help="the reference code's result-changing quirks (TeCoA: fp16 attack leaking parameter "

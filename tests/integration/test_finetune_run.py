@@ -151,7 +151,7 @@ def test_bad_input_is_one_line(tmp_path, capsys, monkeypatch):
         assert "\n" not in text and "Traceback" not in text
         return text
 
-    assert "unknown finetune method 'sgd'; valid: fare, pmg" in err("--method", "sgd")
+    assert "unknown finetune method 'sgd'; valid: fare, pmg-aft, tecoa" in err("--method", "sgd")
     assert "unknown preset 'paper'; valid: robustvlm, toy, ttc" in err("--method", "fare", "--preset", "paper")
     assert "outside the dataset's classes 0-9" in err("--method", "tecoa", "--classes", "8-10")
     assert "does not match the model's vision tower; unexpected keys: transformer.resblocks.4." in err(

@@ -9,11 +9,11 @@ from __future__ import annotations
 import sys
 import types
 
-from .methods import ALIASES, METHODS, build_method, resolve_method
+from .methods import METHODS, build_method, resolve_method
 from .presets import PRESETS
 from .trainer import Trainer, finetune
 
-__all__ = ["finetune", "Trainer", "METHODS", "ALIASES", "PRESETS", "build_method", "resolve_method"]
+__all__ = ["finetune", "Trainer", "METHODS", "PRESETS", "build_method", "resolve_method"]
 
 
 class _CallablePackage(types.ModuleType):

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import CounterclipError, UnknownNameError
+from ..registry import Registry
 
 
 def _kl(p_log: torch.Tensor, q_log: torch.Tensor) -> torch.Tensor:
@@ -58,6 +59,11 @@ class Method:
         return {"method": self.name, "reference": self.reference}
 
 
+# the one place methods are named; aliases are the spellings papers and checkpoint files use
+METHODS: Registry = Registry("finetune method", base=Method, plugins=False)
+
+
+@METHODS.register("tecoa")
 class TeCoA(Method):
     """Adversarial CE against the class text embeddings; no clean term."""
 
@@ -77,6 +83,7 @@ KL_DIRECTIONS = ("student-first", "target-first")
 PMG_VARIANTS = ("ttc", "official")
 
 
+@METHODS.register("pmg-aft", "pmg", "pmg_aft", "pmgaft")
 class PMGAFT(Method):
     """Robust CE plus a KL to the frozen tower's prediction on x_adv and a KL to the trained tower's own clean
     prediction; the variant fixes the temperature, normalisation, reduction and KL direction (spec section 3)."""
@@ -130,6 +137,7 @@ class PMGAFT(Method):
                 "lambda_g": self.lambda_g, "lambda_c": self.lambda_c}
 
 
+@METHODS.register("fare")
 class FARE(Method):
     """Unsupervised: keep the adversarial embedding near the original tower's clean embedding (squared L2,
     unnormalised, summed over dimensions); no labels, no text."""
@@ -166,26 +174,9 @@ class FARE(Method):
         return {**super().config(), "clean_weight": self.clean_weight, "trades": self.trades}
 
 
-# the one place methods are named; aliases are the spellings papers and checkpoint files use
-METHODS: dict[str, type[Method]] = {"tecoa": TeCoA, "pmg-aft": PMGAFT, "fare": FARE}
-ALIASES = {"pmg": "pmg-aft", "pmg_aft": "pmg-aft", "pmgaft": "pmg-aft"}
-
-
 def resolve_method(name: str) -> str:
-    key = str(name).lower()
-    key = ALIASES.get(key, key)
-    if key not in METHODS:
-        raise UnknownNameError("finetune method", name, [*METHODS, *ALIASES])
-    return key
+    return METHODS.canonical(name)
 
 
 def build_method(name: str, **options) -> Method:
-    cls = METHODS[resolve_method(name)]
-    import inspect
-
-    accepted = inspect.signature(cls.__init__).parameters
-    unknown = [k for k in options if k not in accepted]
-    if unknown:
-        raise CounterclipError(f"method {cls.name} takes no option {', '.join(unknown)}; it takes "
-                               f"{', '.join(k for k in accepted if k != 'self')}")
-    return cls(**options)
+    return METHODS.build(name, **options)
