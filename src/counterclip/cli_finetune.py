@@ -59,6 +59,8 @@ def register(sub, add_model_args) -> None:
     a("--step-size", default=None, help="training attack step alpha, e.g. 1/255")
     a("--momentum", type=float, default=None, help="training attack sign momentum mu")
     a("--seed", type=int, default=None)
+    a("--threads", type=int, default=None,
+      help="torch CPU threads per process (on a shared machine 1 thread spends far less CPU than 2)")
     g_o = p.add_argument_group("output, evaluation and resume")
     o = g_o.add_argument
     o("--output", required=True, help="folder for the checkpoint, finetune.json and resume state (.state/)")
@@ -83,7 +85,7 @@ def _cmd_finetune(args) -> int:
             "device", "dataset", "data_root", "download", "prompts", "template", "classes", "limit", "epochs",
             "max_steps", "batch_size", "lr", "optimizer", "weight_decay", "warmup", "last_n_params", "eps",
             "steps", "step_size", "momentum", "seed", "format", "save_every", "select", "eval_limit", "eval_eps",
-            "weights_only", "tecoa_compat_keys", "overwrite")
+            "weights_only", "tecoa_compat_keys", "overwrite", "threads")
     settings = {k: getattr(args, k) for k in keys}
     settings["reference"] = args.reference or None
     if args.model is not None:

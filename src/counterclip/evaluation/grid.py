@@ -60,11 +60,13 @@ class GridRunner:
         self.device = self.dist.device
         self.out = Path(cfg.output)
         self.state = self.out / ".state"
+        from ..models.registry import robust_tower_path
+
         given = cfg.objects.get("__model__")  # counterclip.evaluate(model=<ClipModel>)
         self.model = given.to(self.device) if given is not None else load_model(
             cfg.model, cfg.pretrained, device=self.device, vision_checkpoint=cfg.vision_checkpoint)
         self.model_id = {"model": cfg.model, "pretrained": cfg.pretrained,
-                         "vision_checkpoint_sha256": file_sha256(cfg.vision_checkpoint) if cfg.vision_checkpoint
+                         "vision_checkpoint_sha256": file_sha256(robust_tower_path(cfg.vision_checkpoint)) if cfg.vision_checkpoint
                          else None, "weights_sha256": weights_fingerprint(cfg.model, cfg.pretrained) if given is None
                          else module_fingerprint(given),
                          "activation": self.model.activation}

@@ -21,12 +21,13 @@ DEFAULTS = {
     "vision_checkpoint": None, "data_root": None, "download": False, "limit": None, "max_steps": None,
     "last_n_params": None, "seed": 0, "device": "cpu", "format": "tecoa", "save_every": 50, "select": "last",
     "eval_limit": 512, "eval_eps": "4/255", "eval_steps": 10, "eval_step_size": "1/255", "weights_only": False,
-    "tecoa_compat_keys": False, "image_size": None, "resize": None, "overwrite": False, "workers": 0,
+    "tecoa_compat_keys": False, "image_size": None, "resize": None, "overwrite": False,
+    "threads": None,
 }
 METHOD_OPTIONS = ("variant", "kl_direction", "clean_weight", "trades")  # None: the method's own default
 # settings that do not change the trained weights: a re-run may change them and still resume
 NOT_IN_KEY = ("output", "device", "save_every", "overwrite", "format", "weights_only", "tecoa_compat_keys",
-              "workers", "eval_limit", "eval_eps", "eval_steps", "eval_step_size", "download", "data_root")
+              "threads", "eval_limit", "eval_eps", "eval_steps", "eval_step_size", "download", "data_root")
 
 
 def resolve(output, method: str = "tecoa", preset: str = "toy", **given) -> dict:

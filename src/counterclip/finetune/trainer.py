@@ -60,6 +60,8 @@ class Trainer:
     def __init__(self, cfg: dict, log=print):
         self.cfg, self.log = cfg, log
         self.out = Path(cfg["output"])
+        if cfg["threads"]:
+            torch.set_num_threads(cfg["threads"])
         self.dist = Dist(cfg["device"])
         self.device = self.dist.device
         if cfg["batch_size"] % self.dist.world:

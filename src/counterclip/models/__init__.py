@@ -46,7 +46,9 @@ def load_model(name: str = DEFAULT_MODEL, pretrained: str | None = None, device=
         model = openclip_backend.build(name, pretrained, device=device)
     if vision_checkpoint is not None:
         from .checkpoints import load_vision_checkpoint
+        from .registry import robust_tower_path
 
+        vision_checkpoint = robust_tower_path(vision_checkpoint, name)
         base = copy.deepcopy(model.visual)
         meta = load_vision_checkpoint(model.visual, vision_checkpoint)
         model.base_visual = base
