@@ -175,3 +175,24 @@ def _deeper_checkpoint(tmp_path):
     path = tmp_path / "deeper.pth.tar"
     torch.save({"epoch": 1, "vision_encoder_state_dict": sd}, path)
     return path
+
+
+def test_a_shipped_fp16_tower_loads_by_path_and_by_name(tecoa_run, tmp_path, monkeypatch):
+    from counterclip import load_model
+    from counterclip.errors import CounterclipError
+    from counterclip.finetune.export import ship_tower, shipped_metadata
+    from counterclip.models import registry
+
+    tr, out, _ = tecoa_run
+    dest = ship_tower(out / "TeCoA.pth.tar", tmp_path / "weights" / "robust" / "t.safetensors")
+    assert shipped_metadata(dest)["method"] == "tecoa"
+    model = load_model("tiny-fmnist", vision_checkpoint=str(dest))
+    trained = tr.tower.state_dict()
+    for k, v in model.visual.state_dict().items():
+        assert v.dtype == torch.float32 and torch.equal(v, trained[k].half().float())
+    monkeypatch.setitem(registry.ROBUST_TOWERS, "tiny-fmnist-test", {"base": "tiny-fmnist", "file": "t.safetensors",
+                                                                     "command": "counterclip finetune ..."})
+    monkeypatch.setattr(registry, "resources", type("R", (), {"files": staticmethod(lambda pkg: tmp_path)}))
+    assert registry.robust_tower_path("tiny-fmnist-test") == str(dest)
+    with pytest.raises(CounterclipError, match="is a tower of tiny-fmnist, not of ViT-B-32"):
+        registry.robust_tower_path("tiny-fmnist-test", "ViT-B-32")

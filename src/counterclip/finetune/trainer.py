@@ -121,7 +121,8 @@ class Trainer:
         cuda = str(self.device).startswith("cuda")
         self.fp16 = bool(cuda and self.method.attack_options().get("fp16"))  # the reference codes' mode
         self.scaler = torch.amp.GradScaler("cuda") if self.fp16 else None
-        self.train_dtype = torch.float16 if self.fp16 else (torch.bfloat16 if cuda else None)
+        fp32_reference = cfg["reference"] and self.method.name == "fare"  # FARE's reference is fp32 throughout
+        self.train_dtype = torch.float16 if self.fp16 else (torch.bfloat16 if cuda and not fp32_reference else None)
         self.key = resume_key(cfg)
 
     def _autocast(self, dtype):
