@@ -12,8 +12,11 @@ PRESETS: dict[str, dict] = {
         "common": {"model": "tiny-fmnist", "pretrained": None, "dataset": "fashion-mnist", "classes": "0-4",
                    "prompts": "clip", "template": "a photo of a {}.", "eps": "4/255", "batch_size": 256,
                    "epochs": 3, "eval_eps": "4/255"},
-        "tecoa": {"steps": 2, "step_size": "4/255", "momentum": 0.0, "optimizer": "sgd", "lr": 1e-4,
+        # lr by the section 7 rule over {1e-5, 1e-4, 1e-3}, 1 epoch each (README): 1e-3 kept clean accuracy within
+        # 2 points of the undefended model's and gave the best held-out robust accuracy
+        "tecoa": {"steps": 2, "step_size": "4/255", "momentum": 0.0, "optimizer": "sgd", "lr": 1e-3,
                   "weight_decay": 0.0, "warmup": 0.05},
+        # PMG-AFT and FARE: the grids' starting values, not calibrated yet
         "pmg-aft": {"steps": 2, "step_size": "4/255", "momentum": 0.0, "optimizer": "sgd", "lr": 1e-4,
                     "weight_decay": 0.0, "warmup": 0.05},
         "fare": {"steps": 10, "step_size": "1/255", "momentum": 0.9, "optimizer": "adamw", "lr": 3e-5,

@@ -21,7 +21,13 @@ def embedded_dir(name: str) -> Path:
 # Robust vision towers shipped as package data (fp16 safetensors under weights/robust/), trained by
 # `counterclip finetune --preset toy` and exported with counterclip.finetune.export.ship_tower. A name here is
 # accepted wherever a --vision-checkpoint path is.
-ROBUST_TOWERS: dict[str, dict] = {}
+ROBUST_TOWERS: dict[str, dict] = {
+    "tiny-fmnist-tecoa": {
+        "base": "tiny-fmnist", "file": "tiny-fmnist-tecoa.safetensors", "method": "tecoa",
+        "description": "tiny-fmnist's tower after 1 epoch of TeCoA at 4/255 on Fashion-MNIST classes 0-4",
+        "command": "counterclip finetune --method tecoa --preset toy --epochs 1 --eval-limit 1000 --output DIR",
+    },
+}
 
 
 def robust_tower_path(value, model: str | None = None):
