@@ -65,9 +65,10 @@ class GridRunner:
         given = cfg.objects.get("__model__")  # counterclip.evaluate(model=<ClipModel>)
         self.model = given.to(self.device) if given is not None else load_model(
             cfg.model, cfg.pretrained, device=self.device, vision_checkpoint=cfg.vision_checkpoint)
+        tower_file = robust_tower_path(cfg.vision_checkpoint)  # a shipped tower's name -> its packaged file
         self.model_id = {"model": cfg.model, "pretrained": cfg.pretrained,
-                         "vision_checkpoint_sha256": file_sha256(robust_tower_path(cfg.vision_checkpoint)) if cfg.vision_checkpoint
-                         else None, "weights_sha256": weights_fingerprint(cfg.model, cfg.pretrained) if given is None
+                         "vision_checkpoint_sha256": file_sha256(tower_file) if tower_file else None,
+                         "weights_sha256": weights_fingerprint(cfg.model, cfg.pretrained) if given is None
                          else module_fingerprint(given),
                          "activation": self.model.activation}
         self._config_keys: dict[Path, str] = {}  # record path -> its full configuration key (record_path)
