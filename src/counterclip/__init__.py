@@ -5,7 +5,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 __all__ = ["load_model", "list_models", "ZeroShotClassifier", "ClipModel", "get_dataset", "parse_eps", "evaluate",
-           "__version__"]
+           "finetune", "__version__"]
 
 
 def __getattr__(name):  # light import: `counterclip --help` need not import torch
@@ -25,6 +25,10 @@ def __getattr__(name):  # light import: `counterclip --help` need not import tor
         from .api import evaluate
 
         return evaluate
+    if name == "finetune":  # the package is callable: counterclip.finetune(output, method=..., ...)
+        import importlib
+
+        return importlib.import_module(".finetune", __name__)
     if name == "parse_eps":
         from .budgets import parse_eps
 

@@ -67,9 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default=None)
     p.set_defaults(func=_cmd_train_tiny)
 
-    from . import cli_build, cli_commands, cli_datasets, methods
+    from . import cli_build, cli_commands, cli_datasets, cli_finetune, methods
 
     cli_commands.register(sub, _add_model_args, _add_data_args)
+    cli_finetune.register(sub, _add_model_args)
     cli_datasets.register(sub)
     cli_build.register(sub)
     methods.register(sub)

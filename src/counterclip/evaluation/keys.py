@@ -79,8 +79,11 @@ def record_key(out: Path, dataset: str, base_key: dict, aname: str, eps: float, 
 
 # -- what identifies the model and the data -------------------------------------------------------------------
 def model_identity(cfg, model, given) -> dict:
+    from ..models.registry import robust_tower_path
+
+    tower_file = robust_tower_path(cfg.vision_checkpoint)  # a shipped tower's name -> its packaged file
     return {"model": cfg.model, "pretrained": cfg.pretrained,
-            "vision_checkpoint_sha256": file_sha256(cfg.vision_checkpoint) if cfg.vision_checkpoint else None,
+            "vision_checkpoint_sha256": file_sha256(tower_file) if tower_file else None,
             "weights_sha256": weights_fingerprint(cfg.model, cfg.pretrained) if given is None
             else module_fingerprint(given),
             "activation": model.activation}

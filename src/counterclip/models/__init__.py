@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 
+import torch
+
 from ..errors import CounterclipError
 from ..registry import Registry
 from .clip_model import ClipModel
@@ -35,10 +37,18 @@ def load_model(name: str = DEFAULT_MODEL, pretrained: str | None = None, device=
     model = BACKENDS.resolve(backend.name)(name, pretrained, device)
     if vision_checkpoint is not None:
         from .checkpoints import load_vision_checkpoint
+        from .registry import robust_tower_path
 
+        vision_checkpoint = robust_tower_path(vision_checkpoint, name)
         base = copy.deepcopy(model.visual)
-        load_vision_checkpoint(model.visual, vision_checkpoint)
+        meta = load_vision_checkpoint(model.visual, vision_checkpoint)
         model.base_visual = base
+        if meta.get("normalisation") == "imagenet":
+            # PMG-AFT's official variant trains under ImageNet statistics; CLIP's would be silently wrong
+            from .clip_model import IMAGENET_MEAN, IMAGENET_STD
+
+            model.mean.copy_(torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+            model.std.copy_(torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
         model.vision_checkpoint = str(vision_checkpoint)
     return model.freeze()
 

@@ -9,7 +9,8 @@ from torch import nn
 
 from ..errors import CounterclipError
 
-_WRAPPER_KEYS = ("vision_encoder_state_dict", "state_dict", "model_state_dict", "model")
+# partial_state_dict: the TTC author's later code (keys ``visual.*``) beside an empty ``state_dict``
+_WRAPPER_KEYS = ("vision_encoder_state_dict", "state_dict", "model_state_dict", "model", "partial_state_dict")
 
 
 def allowed_globals() -> list:
@@ -94,10 +95,11 @@ def extract_vision_state_dict(obj) -> dict[str, torch.Tensor]:
     """The vision tower's state dict from the formats robust CLIP checkpoints use.
 
     TeCoA / PMG-AFT save ``{"vision_encoder_state_dict": ..., "epoch": ...}``; FARE saves the tower's raw state
-    dict; DataParallel adds ``module.``; a full-model dict carries ``visual.``."""
+    dict; DataParallel adds ``module.``; a full-model dict carries ``visual.``. An empty wrapper dict (the
+    reference files' ``state_dict: {}``) is skipped, not taken for the weights."""
     if isinstance(obj, dict):
         for key in _WRAPPER_KEYS:
-            if key in obj and isinstance(obj[key], dict):
+            if key in obj and isinstance(obj[key], dict) and obj[key]:
                 obj = obj[key]
                 break
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -137,7 +139,11 @@ def load_strict(module: nn.Module, sd: dict, what: str, target: str) -> None:
     module.load_state_dict({k: v.to(own[k].dtype) for k, v in sd.items()}, strict=True)
 
 
-def load_vision_checkpoint(visual: nn.Module, path: str | Path) -> None:
-    """Load a robust vision tower into ``visual`` strictly: a mismatch names missing and unexpected keys."""
-    sd = extract_vision_state_dict(read_state_dict(path))
+def load_vision_checkpoint(visual: nn.Module, path: str | Path) -> dict:
+    """Load a robust vision tower into ``visual`` strictly: a mismatch names missing and unexpected keys.
+    Returns the checkpoint's ``counterclip`` block (``counterclip finetune``'s record), or ``{}``."""
+    obj = read_state_dict(path)
+    sd = extract_vision_state_dict(obj)
     load_strict(visual, sd, f"vision checkpoint {path}", "the model's vision tower")
+    meta = obj.get("counterclip") if isinstance(obj, dict) else None
+    return meta if isinstance(meta, dict) else {}

@@ -12,6 +12,8 @@ from .preprocessing import Geometry, squash
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # PMG-AFT's official code trains and evaluates with these
+IMAGENET_STD = (0.229, 0.224, 0.225)
 RESIZE_CHOICES = ("model", "squash")
 
 

@@ -16,3 +16,31 @@ DEFAULT_MODEL = "tiny-fmnist"
 
 def embedded_dir(name: str) -> Path:
     return Path(str(resources.files("counterclip.models") / "weights" / EMBEDDED[name]["dir"]))
+
+
+# Robust vision towers shipped as package data (fp16 safetensors under weights/robust/), trained by
+# `counterclip finetune --preset toy` and exported with counterclip.finetune.export.ship_tower. A name here is
+# accepted wherever a --vision-checkpoint path is.
+ROBUST_TOWERS: dict[str, dict] = {
+    "tiny-fmnist-tecoa": {
+        "base": "tiny-fmnist", "file": "tiny-fmnist-tecoa.safetensors", "method": "tecoa",
+        "description": "tiny-fmnist's tower after 1 epoch of TeCoA at 4/255 on Fashion-MNIST classes 0-4",
+        "command": "counterclip finetune --method tecoa --preset toy --epochs 1 --eval-limit 1000 --output DIR",
+    },
+}
+
+
+def robust_tower_path(value, model: str | None = None):
+    """``value`` itself, or the packaged file behind a shipped tower's name (checked against ``model``)."""
+    if value is None or str(value) not in ROBUST_TOWERS:
+        return value
+    from ..errors import CounterclipError
+
+    info = ROBUST_TOWERS[str(value)]
+    if model is not None and model != info["base"]:
+        raise CounterclipError(f"--vision-checkpoint {value} is a tower of {info['base']}, not of {model}")
+    path = Path(str(resources.files("counterclip.models") / "weights" / "robust" / info["file"]))
+    if not path.is_file():
+        raise CounterclipError(f"the packaged tower {value} is missing ({path}); reinstall counterclip or retrain "
+                               f"it: {info['command']}")
+    return str(path)
