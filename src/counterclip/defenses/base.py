@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..inputs import entry
+
 MODES = ("full", "bpda")
 
 # what each gradient mode costs, in the words of the one-line error and the docs
@@ -37,6 +39,10 @@ class Defense:
     differentiable_modes: tuple = ()  # modes .differentiable() implements itself, a subset of ("full", "bpda")
 
     def __call__(self, classifier, x: torch.Tensor, generator=None) -> torch.Tensor:
+        with entry(x, f"{type(self).__name__}(classifier, x)"):
+            return self._call(classifier, x, generator)
+
+    def _call(self, classifier, x, generator):
         if torch.is_inference_mode_enabled():
             # gradient-based purification needs autograd, which inference mode switches off for good: leave
             # it, with a normal copy of the input (an inference tensor cannot enter a recorded graph)
@@ -210,6 +216,10 @@ class Defended(nn.Module):
                 + " or ".join(f"differentiable={m!r} ({MODE_COSTS[m]})" for m in modes))
 
     def forward(self, x: torch.Tensor, generator=None) -> torch.Tensor:
+        with entry(x, f"Defended({type(self.defense).__name__})"):
+            return self._forward(x, generator)
+
+    def _forward(self, x, generator):
         gen = generator if generator is not None else self.generator
         wants_grad = torch.is_grad_enabled() and x.requires_grad
         if not wants_grad:

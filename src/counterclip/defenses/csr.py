@@ -70,7 +70,7 @@ class CSR(CalibratedGate, Defense):
             raise ValueError(f"unknown CSR variant {variant!r}; valid: {', '.join(VARIANTS)}")
         self.variant = variant
         self.steps = VARIANTS[variant]
-        self.eps, self.step_size, self.lam = parse_eps(eps), parse_eps(step_size), float(lam)
+        self.eps, self.step_size, self.lam = parse_eps(eps), parse_eps(step_size, "step_size"), float(lam)
         self.radius = None if radius is None else float(radius)
         self._init_gate(gate_thres, gate_quantile)
 

@@ -117,7 +117,7 @@ class MAC(CalibratedGate, Defense):
 
     def __init__(self, eps=8 / 255, steps: int = 4, step_size=2 / 255, gate_thres=PAPER_THRESHOLD,
                  temperature: float = 0.01, gate_quantile: float = 0.1):
-        self.eps, self.step_size, self.steps = parse_eps(eps), parse_eps(step_size), int(steps)
+        self.eps, self.step_size, self.steps = parse_eps(eps), parse_eps(step_size, "step_size"), int(steps)
         self._temperature = float(temperature)
         self._init_gate(gate_thres, gate_quantile)
 
