@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import rng
+from .. import progress
 from ..budgets import eps_str, parse_eps, whole_number
 from .base import Attack, cw_margin_loss, input_grad
 
@@ -36,7 +37,7 @@ class PGD(Attack):
         if loss not in LOSSES:
             raise ValueError(f"unknown PGD loss {loss!r}; valid: {', '.join(LOSSES)}")
         self.steps = whole_number("steps", steps)
-        self.step_size = auto_step_size(self.eps, self.steps) if step_size == "auto" else parse_eps(step_size)
+        self.step_size = auto_step_size(self.eps, self.steps) if step_size == "auto" else parse_eps(step_size, "step_size", norm)
         self.loss, self.kappa, self.random_start = loss, float(kappa), random_start
         if loss == "cw":
             self.name = "cw"
@@ -66,11 +67,12 @@ class PGD(Attack):
 
     def perturb(self, classifier, x, y, generator):
         x_adv = self.random_init(x, generator)
-        for _ in range(self.steps):
+        for i in range(self.steps):
             x_adv.requires_grad_(True)
             loss = self.loss_per_sample(classifier(x_adv), y).sum()
             grad = input_grad(loss, x_adv)
             x_adv = self.project(self.ascent_step(x_adv.detach(), grad), x)
+            progress.advance(i + 1, self.steps)
         return x_adv
 
     def config(self) -> dict:

@@ -38,7 +38,8 @@ from .distributed import Dist
 from .metrics import accuracy_metrics
 from .sampling import select_indices
 from .integrity import seal_record
-from .chunks import run_chunks
+from ..progress import per_chunk
+from .chunks import run_chunks, saved_work
 from .locks import exclusive
 from .signals import Preempted, graceful_stop, stop_requested
 from .space import check_space, estimate_bytes
@@ -105,7 +106,7 @@ class GridRunner:
         bar = self._bar(self._end - self._start, desc)
         ranges = [(cs, min(cs + self.cfg.batch_size, self._end))
                   for cs in range(self._start, self._end, self.cfg.batch_size)]
-        done = run_chunks(folder, ranges, self.under_precision(compute), bar.update)
+        done = run_chunks(folder, ranges, *per_chunk(self.under_precision(compute), bar))  # bar moves per step
         parts = [{k: res[k] for k in gather_keys if k in res} for res in done]  # old chunks may lack a newer key
         bar.close()
         keys = [k for k in gather_keys if all(k in p for p in parts)]
@@ -214,6 +215,11 @@ class GridRunner:
     # -- the run ---------------------------------------------------------------------------------------------
     def run(self) -> list[Path]:
         t0 = time.time()
+        records, cells, samples = saved_work(self.out) if not self.cfg.overwrite else (0, 0, 0)
+        if (records or cells) and self.dist.is_main:
+            self.log(f"resuming in {self.out}: {records} finished record{'s' * (records != 1)} and {cells} "
+                     f"cell{'s' * (cells != 1)} with saved chunks ({samples} samples) from earlier runs; what "
+                     "matches this run's settings is reused, not recomputed")
         try:
             with graceful_stop([self.model.visual, self.model.base_visual]):
                 try:
