@@ -12,6 +12,7 @@ from .base import Defense
 
 class SignStepDefense(Defense):
     dynamic = True
+    per_sample_generators = True  # draws through counterclip.rng (batch-size invariant)
     differentiable_modes = ("full", "bpda")
     direction = 1.0  # +1 ascends the objective, -1 descends it
 

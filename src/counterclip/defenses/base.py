@@ -16,9 +16,12 @@ protocol keeps working.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
+from .. import rng
 from ..inputs import entry
 
 MODES = ("full", "bpda")
@@ -32,11 +35,41 @@ MODE_COSTS = {
 }
 
 
+# the methods that take ``generator`` (wrapped by Defense.__init_subclass__ for single-generator defenses)
+GENERATOR_METHODS = ("predict", "differentiable", "gate_score", "gate_terms")
+
+
+def _with_one_generator(method):
+    @functools.wraps(method)
+    def wrapper(self, classifier, x, generator=None, *args, **kwargs):
+        one = rng.one_generator(generator, getattr(x, "device", "cpu"))
+        return method(self, classifier, x, one, *args, **kwargs)
+
+    wrapper.one_generator = True
+    return wrapper
+
+
 class Defense:
     name = "defense"  # the CLI word
+    # The grid hands every generator-taking method one torch.Generator per sample (counterclip.rng), so results
+    # do not depend on the batch size or sharding; a defense that draws through counterclip.rng's helpers
+    # declares that it takes them (all built-ins do). One that does not, such as a plugin calling
+    # torch.randn(..., generator=generator) itself, gets a single torch.Generator on x's device instead
+    # (rng.one_generator): it works as written, seeded, at the cost of batch-size invariance. See
+    # docs/extending.md.
+    per_sample_generators = False
     randomized = False  # its output depends on a random draw
     dynamic = False  # it optimises per input at test time (gradient-based purification)
     differentiable_modes: tuple = ()  # modes .differentiable() implements itself, a subset of ("full", "bpda")
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if getattr(cls, "per_sample_generators", False):
+            return
+        for name in GENERATOR_METHODS:
+            method = cls.__dict__.get(name)
+            if callable(method) and not getattr(method, "one_generator", False):
+                setattr(cls, name, _with_one_generator(method))
 
     def __call__(self, classifier, x: torch.Tensor, generator=None) -> torch.Tensor:
         with entry(x, f"{type(self).__name__}(classifier, x)"):
@@ -127,6 +160,7 @@ class NoDefense(Defense):
     """The undefended classifier (CLI word ``none``)."""
 
     name = "none"
+    per_sample_generators = True
     differentiable_modes = ("full", "bpda")  # both exact
 
     def predict(self, classifier, x, generator=None):

@@ -53,6 +53,7 @@ class CSR(CalibratedGate, Defense):
     gate_quantile=0.1)`` (module docstring). ``radius=None`` scales 40 bins at 224 px to the input's side."""
 
     name = "csr"
+    per_sample_generators = True  # draws through counterclip.rng (batch-size invariant)
     randomized = False
     dynamic = True
     differentiable_modes = ("full", "bpda")

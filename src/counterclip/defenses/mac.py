@@ -101,6 +101,7 @@ class MAC(CalibratedGate, Defense):
     (module docstring)."""
 
     name = "mac"
+    per_sample_generators = True  # draws through counterclip.rng (batch-size invariant)
     randomized = True
     dynamic = True
     differentiable_modes = ("full", "bpda")

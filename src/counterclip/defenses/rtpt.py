@@ -105,6 +105,7 @@ class RTPT(Defense):
     reproduces the reference code's ``S >= 1`` self-similarity test, an option, not the default)."""
 
     name = "rtpt"
+    per_sample_generators = True  # draws through counterclip.rng (batch-size invariant)
     randomized = True
     dynamic = True
     differentiable_modes = ("full", "bpda")

@@ -64,6 +64,7 @@ class TTC(Defense):
     """
 
     name = "ttc"
+    per_sample_generators = True  # draws through counterclip.rng (batch-size invariant)
     randomized = True
     dynamic = True
     differentiable_modes = ("full", "bpda")
