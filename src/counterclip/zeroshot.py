@@ -70,15 +70,15 @@ class ZeroShotClassifier(nn.Module):
             return self.logits_from_embeddings(self.encode_image(x))
 
 
-def check_template(template) -> str:
+def check_template(template, where: str = "") -> str:
     """A prompt template with one ``{}`` where the class name goes (without it every class gets the same text
-    and the classifier is constant)."""
+    and the classifier is constant); ``where`` prefixes the error (the file it came from)."""
     t = str(template)
     try:
         ok = t.count("{}") == 1 and t.format("x") is not None
     except (IndexError, KeyError, ValueError):
         ok = False
     if not ok:
-        raise InputError(f"template {t!r} must contain {{}} once, where the class name goes "
-                         "(e.g. 'a photo of a {}.')")
+        raise InputError(f"{where}{': ' if where else ''}template {t!r} must contain {{}} once, where the class "
+                         "name goes (e.g. 'a photo of a {}.')")
     return t

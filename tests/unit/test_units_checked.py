@@ -68,3 +68,11 @@ def test_template_needs_one_placeholder(bad):
     with pytest.raises(CounterclipError, match="must contain {} once"):
         check_template(bad)
     assert check_template("a photo of a {}.") == "a photo of a {}."
+
+
+def test_mirror_templates_go_through_the_same_check():
+    from counterclip.data.sources import _templates
+
+    assert _templates(["a photo of a {c}."], "mirror") == ["a photo of a {}."]
+    with pytest.raises(CounterclipError, match="^mirror: template 'a photo.' must contain {} once"):
+        _templates(["a photo."], "mirror")
