@@ -23,7 +23,7 @@ def _blocks(lang):
 def workdir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("extending")
     files = [(info.strip(), body) for info, body in _blocks("python") if info.strip()]
-    assert [name for name, _ in files] == ["my_defense.py"]
+    assert [name for name, _ in files] == ["my_defense.py", "noisy_defense.py"]
     for name, body in files:
         (folder / name).write_text(body)
     return folder

@@ -72,3 +72,31 @@ def test_folder_loads_with_open_clip_backend(runs):
 def test_max_images_below_batch_size_is_refused(tmp_path):
     with pytest.raises(ValueError, match="max_images"):
         train_tiny(tmp_path, epochs=1, batch_size=128, max_images=64, log=lambda *_: None)
+
+
+def test_the_shipped_model_is_never_the_default_output(tmp_path, capsys):
+    """train-tiny needs --output, refuses the package's own folder without --overwrite-embedded, and the folder
+    it writes loads by name as the README says (--model local-dir:DIR)."""
+    import counterclip
+    from counterclip.cli import main
+    from counterclip.errors import CounterclipError
+    from counterclip.models.registry import embedded_dir
+
+    shipped = embedded_dir("tiny-fmnist")
+    before = {p.name: p.stat().st_mtime_ns for p in shipped.iterdir()}
+    with pytest.raises(SystemExit):
+        main(["train-tiny"])  # no --output: argparse refuses
+    capsys.readouterr()
+    assert main(["train-tiny", "--output", str(shipped), "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "--overwrite-embedded" in err and err.count("\n") == 1
+    with pytest.raises(CounterclipError, match="shipped tiny-fmnist"):
+        train_tiny(shipped / ".." / shipped.name, **KW)  # the same folder spelled another way
+    assert {p.name: p.stat().st_mtime_ns for p in shipped.iterdir()} == before
+    d, threads = tmp_path / "mine", torch.get_num_threads()
+    try:
+        train_tiny(d, threads=1, **KW)
+    finally:
+        torch.set_num_threads(threads)
+    model = counterclip.load_model(f"local-dir:{d}")
+    assert model.image_size == 28

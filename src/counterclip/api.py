@@ -8,6 +8,7 @@ import inspect
 import json
 from pathlib import Path
 
+from .budgets import parse_eps
 from .plugins import build_plugin_defense, import_path, public_state, tag_attack, tag_plugin
 
 
@@ -49,7 +50,7 @@ def _attack_entry(a, taken: set):
 
         def factory(eps, template=a, label=label):  # an instance is a template: the grid sets its budget
             atk = copy.copy(template)
-            atk.eps = float(eps)
+            atk.eps = parse_eps(eps, norm=getattr(template, "norm", "linf"))
             return tag_attack(atk, label, public_state(atk))
     else:
         raise TypeError(f"attacks: {a!r} is neither a name, an attack class nor an attack instance")

@@ -56,9 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="directory for the JSON record")
     p.set_defaults(func=_cmd_zeroshot)
 
-    p = sub.add_parser("train-tiny", help="train the embedded tiny-fmnist CLIP (about 10 minutes on 2 CPU cores)")
-    p.add_argument("--output", default=None,
-                   help="model folder to write (default: the package's embedded weights folder)")
+    p = sub.add_parser("train-tiny", help="retrain the tiny-fmnist CLIP into a folder (about 10 minutes on 2 CPU "
+                                          "cores); use it with --model local-dir:FOLDER",
+                       epilog="example: counterclip train-tiny --output my-tiny && counterclip zeroshot --model "
+                              "local-dir:my-tiny --dataset fashion-mnist --output zeroshot-my-tiny")
+    p.add_argument("--output", required=True,
+                   help="model folder to write (open_clip local-dir layout); load it with --model local-dir:FOLDER")
+    p.add_argument("--overwrite-embedded", action="store_true",
+                   help="allow --output to be the package's own tiny-fmnist folder (replaces the shipped model)")
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -92,12 +97,11 @@ def _cmd_zeroshot(args) -> int:
 
 
 def _cmd_train_tiny(args) -> int:
-    from .models.registry import embedded_dir
     from .training.tiny import train_tiny
 
-    out = args.output or embedded_dir("tiny-fmnist")
-    train_tiny(out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-               data_root=args.data_root, threads=args.threads)
+    train_tiny(args.output, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+               data_root=args.data_root, threads=args.threads, overwrite_embedded=args.overwrite_embedded)
+    print(f"use it with --model local-dir:{args.output} (Python: counterclip.load_model('local-dir:{args.output}'))")
     return 0
 
 

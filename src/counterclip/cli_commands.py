@@ -4,14 +4,48 @@ from __future__ import annotations
 
 import argparse
 
+EVAL_EXAMPLES = """examples:
+  counterclip eval --dataset fashion-mnist --attack pgd --eps 1/255,4/255 --defense none,ttc --limit 256 \\
+      --output runs/ttc
+  counterclip eval --dataset fashion-mnist --attack pgd --eps 4/255 --defense ttc --threat-model both \\
+      --adaptive-attack eot-pgd --limit 64 --output runs/adaptive
+  counterclip eval --preset paper --data-root DATA --download --output runs/paper
+  counterclip eval --dataset cifar10 --attack pgd --eps 4/255 --defense my_defense:MyDefense \\
+      --defense-arg my_defense:MyDefense.kernel=5 --output runs/mine   # docs/extending.md
+then: counterclip report runs/ttc (tables in runs/ttc/results.md, figures in runs/ttc/figures/)
+
+Budgets are in [0,1] pixel units: write 4/255, not 4. Re-running a command resumes it."""
+
+
+class _RealDefaults(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows a flag's default only when argparse holds the real one: flags left at None take theirs from
+    EvalConfig or the --preset, and say so in their own help; an on/off switch needs no "(default: False)"."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _config_default(name: str) -> str:
+    """EvalConfig's default for ``name``, as the help shows it (lists comma-joined)."""
+    from dataclasses import MISSING, fields
+
+    from .evaluation.config import EvalConfig
+
+    f = {f.name: f for f in fields(EvalConfig)}[name]
+    value = f.default_factory() if f.default is MISSING else f.default
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
 
 def register(sub, add_model_args, add_data_args) -> None:
     from .attacks import ADAPTIVE, ATTACKS
     from .defenses import DEFENSES
     from .evaluation.config import PRESETS, THREAT_MODELS
 
+    real = lambda name, more="": f" (default: {_config_default(name)}{more}; a --preset sets its own)"  # noqa: E731
     p = sub.add_parser("eval", help="evaluate datasets x attacks x budgets x defenses (resumable, torchrun-ready)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=_RealDefaults, epilog=EVAL_EXAMPLES)
     g_model = p.add_argument_group("model", "which CLIP and where it runs")
     g_data = p.add_argument_group("data", "datasets, prompts and how many images")
     g_attacks = p.add_argument_group("attacks",
@@ -25,7 +59,8 @@ def register(sub, add_model_args, add_data_args) -> None:
         g_run.add_argument
     d("--dataset", default=None,
       help="comma list of registry keys (cifar10,imagenet,...), CLIP_benchmark ids (imagenet1k,pets,cars,...) or "
-           "webdataset mirrors (wds/cars, wds/vtab/cifar10, ...; see `counterclip datasets`)")
+           "webdataset mirrors (wds/cars, wds/vtab/cifar10, ...; see `counterclip datasets`) (required unless "
+           "--preset gives them)")
     d("--data-root", default=None)
     d("--download", action="store_true",
       help="fetch missing datasets: torchvision where its download works, else the dataset's CLIP_benchmark "
@@ -33,19 +68,20 @@ def register(sub, add_model_args, add_data_args) -> None:
     d("--allow-partial", action="store_true",
       help="evaluate a dataset whose sample count differs from the known one (the record says so)")
     d("--prompts", choices=["clip", "reference"], default=None,
-      help="class names and templates: clip (curated, the default) or reference (as the reference TTC code forms "
-           "them; --preset paper's default)")
-    d("--limit", type=int, default=None, help="evaluate N samples per dataset (picked with --seed)")
+      help="class names and templates: clip (curated) or reference (as the reference TTC code forms them)"
+           + real("prompts"))
+    d("--limit", type=int, default=None,
+      help="evaluate N samples per dataset (picked with --seed) (default: every test image)")
     a("--attack", default=None,
-      help=f"comma list of none,{','.join(ATTACKS.names())} or your own pkg.module:ClassName (default none)")
+      help=f"comma list of none,{','.join(ATTACKS.names())} or your own pkg.module:ClassName" + real("attacks"))
     a("--attack-arg", action="append", default=None, metavar="NAME.KEY=VALUE",
       help="a keyword argument of one attack (repeatable; NAME. optional with one attack), checked against its "
            "signature, e.g. apgd-ce.restarts=2 or square.queries=1000; the adaptive attacks take theirs by name, "
            "e.g. eot-pgd.steps=100 or gate-aware.lambdas=(0,10,1000)")
-    a("--eps", default=None, help="comma list of budgets, e.g. 1/255,4/255")
-    a("--steps", type=int, default=None, help="attack steps (default 10)")
+    a("--eps", default=None, help="comma list of budgets in [0,1] pixel units, e.g. 1/255,4/255" + real("eps"))
+    a("--steps", type=int, default=None, help="attack steps" + real("steps"))
     a("--step-size", default=None,
-      help="attack step; 'auto' = max(1/255, 2.5*eps/steps), the paper's 1/255 at its budgets")
+      help="attack step; 'auto' = max(1/255, 2.5*eps/steps), the paper's 1/255 at its budgets" + real("step_size"))
     a("--quantize", choices=["none", "round", "truncate"], default="none",
       help="serialise adversarial inputs to 8 bits before the defense (truncate: the R-TPT/CSR references' "
            "quirk), projected back into the eps-ball; default none")
@@ -55,10 +91,11 @@ def register(sub, add_model_args, add_data_args) -> None:
     a("--square-queries", type=int, default=5000, help="Square's query budget (alone and in AutoAttack)")
     f("--defense", default=None,
       help=f"comma list of {','.join(DEFENSES.names())} or your own pkg.module:ClassName (see "
-           "docs/extending.md)")
+           "docs/extending.md)" + real("defenses"))
     f("--defense-arg", action="append", default=None, metavar="NAME.KEY=VALUE",
       help="a keyword argument of one defense (repeatable; NAME. optional with one defense), checked against its "
-           "signature, e.g. ttc.tau_thres=auto or my_defense:MyDefense.k=3; the TTC flags below are its aliases")
+           "signature, e.g. ttc.tau_thres=auto or my_defense:MyDefense.k=3; the TTC flags below are its aliases "
+           "(default: each defense's own settings)")
     f("--tau-thres", default="0.2",
       help="TTC's gate, or 'auto' (calibrated on held-out images); alias of ttc.tau_thres")
     f("--tau-quantile", type=float, default=0.1, help="the quantile 'auto' uses; alias of ttc.tau_quantile")
@@ -78,9 +115,10 @@ def register(sub, add_model_args, add_data_args) -> None:
            "one that applies, read from each defense's description)")
     t("--eot-samples", type=int, default=8, help="EOT draws per step for randomised defenses")
     r("--preset", choices=sorted(PRESETS), default=None,
-      help="paper: the paper's full protocol; tiny: the embedded model with larger budgets")
-    r("--batch-size", type=int, default=64)
-    r("--seed", type=int, default=0)
+      help="paper: the paper's full protocol; tiny: the embedded model with larger budgets (default: none; "
+           "flags given override the preset's)")
+    r("--batch-size", type=int, default=64, help="images per batch (a saved chunk of every cell)")
+    r("--seed", type=int, default=0, help="picks the --limit images and seeds every random draw")
     r("--overwrite", action="store_true", help="recompute cells that are already finished")
     r("--on-invalid", choices=["fail", "skip"], default="fail",
       help="an output that fails its checks (logits (B, C) finite; adversarial inputs finite, in [0,1] and the "

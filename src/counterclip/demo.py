@@ -28,6 +28,8 @@ def run_demo(limit: int = 2000, batch_size: int = 250, seed: int = 0, device="cp
 
     log = log or (lambda *a: print(*a, flush=True))
     t0 = time.time()
+    # phase lines as it goes: the whole demo takes minutes on a CPU, and a silent terminal looks hung
+    log(f"counterclip demo: loading the embedded tiny-fmnist CLIP and Fashion-MNIST (on {device})")
     model = load_model("tiny-fmnist", device=device)
     test = get_dataset("fashion-mnist", split="test")
     train = get_dataset("fashion-mnist", split="train")
@@ -38,12 +40,16 @@ def run_demo(limit: int = 2000, batch_size: int = 250, seed: int = 0, device="cp
     paper = TTC()  # eps=4/255, steps=2, step_size=1/255, tau_thres=0.2, beta=2
     auto = TTC(tau_thres="auto", tau_quantile=0.1)
     cal = select_indices(len(train), 512, seed + 1)
+    log(f"calibrating TTC's auto gate on {len(cal)} training images")
     auto.calibrate(model.encode_image, train.dataset.x[cal].to(device),
                    generator=per_sample_generators(seed, "fashion-mnist:calibration", cal.tolist(), "tau"))
     rows = [("clean", None)] + [(f"PGD-10 {e}", e) for e in DEMO_EPS]
     results = {}
-    log(f"counterclip demo: embedded tiny-fmnist CLIP, {len(idx)} Fashion-MNIST test images, seed {seed}")
-    for label, e in rows:
+    log(f"evaluating {len(idx)} Fashion-MNIST test images (seed {seed}), {len(rows)} phases: "
+        + ", ".join(label for label, _ in rows))
+    for k, (label, e) in enumerate(rows, 1):
+        log(f"  [{k}/{len(rows)}] {label}: " + ("PGD-10 on the undefended model, then " if e else "")
+            + "undefended, TTC (tau_thres=0.2) and TTC (auto) ...")
         correct = {"undefended": 0, "ttc": 0, "ttc-auto": 0}
         hit = {"ttc": 0, "ttc-auto": 0}
         taus = []
@@ -67,7 +73,7 @@ def run_demo(limit: int = 2000, batch_size: int = 250, seed: int = 0, device="cp
                           "counterattacked": {k: v / n for k, v in hit.items()},
                           "mean_tau": float(torch.cat(taus).mean()),
                           "step_size": attack.step_size if attack else None}
-        log(f"  done: {label} ({time.time() - t0:.0f} s)")
+        log(f"  [{k}/{len(rows)}] {label} done ({time.time() - t0:.0f} s so far)")
 
     def cell(r, k):
         lo, hi = r["ci95"][k]

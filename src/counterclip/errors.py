@@ -18,3 +18,8 @@ class UnknownNameError(CounterclipError, KeyError):
 
 class DatasetNotFoundError(CounterclipError):
     """A registry dataset is not on disk (other routes, such as its webdataset mirror, may still have it)."""
+
+
+class InputError(CounterclipError, ValueError):
+    """A value outside its domain (a budget above 1, pixels that are not floats in [0,1], a template without
+    ``{}``); a ValueError too, so code that caught the older ValueErrors keeps working."""

@@ -5,6 +5,10 @@
 * a sequence of ``torch.Generator`` (one per sample, see ``per_sample_generators``): each sample's draws depend
   on that sample alone, so results do not change with batch size, sharding or a resume.
 
+The eval grid passes the sequence. The helpers below take all three; code that calls ``torch.randn(...,
+generator=...)`` itself needs one ``torch.Generator``, which ``one_generator`` makes from the sequence (a defense
+that does not declare ``per_sample_generators = True`` is handed that one: ``defenses/base.py``).
+
 Draws are made on the CPU and moved to the tensor's device, so a seed means the same noise on every device.
 """
 
@@ -59,3 +63,16 @@ def subset(generator: GeneratorLike, mask_or_index) -> GeneratorLike:
         idx = idx.nonzero().flatten()
     gens = list(generator)
     return [gens[int(i)] for i in idx]
+
+
+def one_generator(generator: GeneratorLike, device="cpu") -> torch.Generator | None:
+    """One ``torch.Generator`` on ``device`` standing for ``generator``: ``None`` and a single generator pass
+    through; per-sample generators seed a new one from one draw of each (so it is seeded by the run's seed, and
+    fresh on every call, as EOT needs, since each call advances them). Unlike the per-sample streams, its draws
+    depend on which samples share the batch (``--batch-size``, sharding)."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return generator
+    seed = 0
+    for g in generator:
+        seed ^= int(torch.randint(0, 2**62, (1,), generator=g))
+    return torch.Generator(device=device).manual_seed(seed)

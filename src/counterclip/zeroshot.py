@@ -8,6 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import InputError
+from .inputs import entry
+
 DEFAULT_TEMPLATES = ("a photo of a {}.",)
 
 
@@ -28,7 +31,9 @@ class ZeroShotClassifier(nn.Module):
             templates = [templates]
         self.model = model
         self.classnames = list(classnames)
-        self.templates = list(templates)
+        self.templates = [check_template(t) for t in templates]
+        if not self.templates:
+            raise InputError("ZeroShotClassifier needs at least one template, e.g. 'a photo of a {}.'")
         self.logit_scale = float(model.logit_scale)
         with torch.no_grad():
             weights = []
@@ -61,4 +66,19 @@ class ZeroShotClassifier(nn.Module):
         return self.logit_scale * e @ self.text_embeddings.t()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.logits_from_embeddings(self.encode_image(x))
+        with entry(x, "ZeroShotClassifier"):
+            return self.logits_from_embeddings(self.encode_image(x))
+
+
+def check_template(template, where: str = "") -> str:
+    """A prompt template with one ``{}`` where the class name goes (without it every class gets the same text
+    and the classifier is constant); ``where`` prefixes the error (the file it came from)."""
+    t = str(template)
+    try:
+        ok = t.count("{}") == 1 and t.format("x") is not None
+    except (IndexError, KeyError, ValueError):
+        ok = False
+    if not ok:
+        raise InputError(f"{where}{': ' if where else ''}template {t!r} must contain {{}} once, where the class "
+                         "name goes (e.g. 'a photo of a {}.')")
+    return t

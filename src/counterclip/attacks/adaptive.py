@@ -50,8 +50,10 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .. import progress
 from ..budgets import whole_number
 from ..defenses.base import Defended, Defense, NoDefense, has_gate
+from ..inputs import entry
 from ..registry import Registry
 from .base import input_grad
 from .pgd import PGD
@@ -125,6 +127,10 @@ class AdaptiveAttack(PGD):
         x, y, *more = rest
         generator = more[0] if more else generator
         x_init = more[1] if len(more) > 1 else x_init
+        with entry(x, f"{type(self).__name__}(target, x, y)"):  # checked once, not per EOT draw
+            return self._run(defense, classifier, x, y, generator, x_init)
+
+    def _run(self, defense, classifier, x, y, generator, x_init):
         x = x.detach().to(self.dtype)
         if self.eps == 0:
             return x.clone()
@@ -203,13 +209,14 @@ class EOTPGD(AdaptiveAttack):
             best_wrong.copy_(torch.where(upd, wrong, best_wrong))
             best_loss.copy_(torch.where(upd, loss.detach(), best_loss))
 
-        for _ in range(self.steps):
+        for i in range(self.steps):
             x_adv = x_adv.detach().requires_grad_(True)
             loss, wrong = self._eot(defense, classifier, x_adv, y, gens, copies)
             grad = input_grad(loss.sum(), x_adv)
             if self.keep == "best":
                 track(x_adv.detach(), loss, wrong)
             x_adv = self.project(self.ascent_step(x_adv.detach(), grad), x)
+            progress.advance(i + 1, self.steps)
         if self.keep == "last":
             return x_adv
         with torch.no_grad():  # score the final iterate on fresh attacker-side draws (fast path, same logits)
@@ -324,22 +331,30 @@ class GateAwarePGD(AdaptiveAttack):
         # the first candidate is the paper's oblivious attack (PGD on the undefended classifier): when no lambda
         # can open the gate, evading it cannot help, and the attack must not end up weaker than the oblivious
         # one it extends
+        # progress: the oblivious PGD (when it runs here) and each lambda's steps, as equal parts
+        oblivious = self.include_oblivious and self._x_init is None
+        parts = len(lambdas) + oblivious
         if self.include_oblivious:
-            best = self._x_init if self._x_init is not None else self.perturb(classifier, x, y, generator).detach()
+            if oblivious:
+                with progress.part(0, parts):
+                    best = self.perturb(classifier, x, y, generator).detach()
+            else:
+                best = self._x_init
             best_wrong, best_loss = self._score(defense, classifier, best, y, select(), k)
         else:
             best = x.clone()
             best_wrong = torch.full((len(x),), -1.0, device=x.device)
             best_loss = torch.full((len(x),), -math.inf, device=x.device)
         best_lam = torch.full((len(x),), float("nan"), device=x.device)
-        for lam in lambdas:
+        for j, lam in enumerate(lambdas):
             gens = copy_generators(generator, k, f"{self.name}-{lam:g}")
             x_adv = self.random_init(x, generator)
-            for _ in range(self.steps):
+            for i in range(self.steps):
                 x_adv = x_adv.detach().requires_grad_(True)
                 obj, _ = self._objective(defense, classifier, x_adv, y, gens, lam, thr, margin, k)
                 grad = input_grad(obj.sum(), x_adv)
                 x_adv = self.project(self.ascent_step(x_adv.detach(), grad), x)
+                progress.advance(oblivious * self.steps + j * self.steps + i + 1, parts * self.steps)
             x_adv = x_adv.detach()
             wrong, loss = self._score(defense, classifier, x_adv, y, select(), k)
             # strictly more misclassifications on the attacker's own draws; on a tie the earlier candidate (the

@@ -42,7 +42,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .. import ball, rng
+from .. import ball, progress, rng
 from .base import ATTACKS, Attack, dlr_loss, input_grad
 
 LOSSES = ("ce", "dlr")
@@ -177,6 +177,7 @@ class APGD(Attack):
             ever_fooled |= fooled_n
 
             x_prev, x_cur, loss, grad = x_cur, x_next, loss_n, grad_n
+            progress.advance(k + 1, self.steps)
             if k + 1 in ckpts:
                 window = k + 1 - last_ckpt
                 few_increases = n_increase < self.rho * window
@@ -197,12 +198,14 @@ class APGD(Attack):
         return out, out_loss, ever_fooled
 
     def perturb(self, classifier, x, y, generator):
-        x_out, loss_out, fooled = self._run(classifier, x, y, generator)
-        for _ in range(self.restarts - 1):
+        with progress.part(0, self.restarts):
+            x_out, loss_out, fooled = self._run(classifier, x, y, generator)
+        for r in range(1, self.restarts):
             todo = (~fooled).nonzero().flatten()
             if todo.numel() == 0:
                 break
-            xs, ls, fs = self._run(classifier, x[todo], y[todo], rng.subset(generator, todo))
+            with progress.part(r, self.restarts):
+                xs, ls, fs = self._run(classifier, x[todo], y[todo], rng.subset(generator, todo))
             take = fs | (ls > loss_out[todo])
             idx = todo[take]
             x_out[idx], loss_out[idx], fooled[idx] = xs[take], ls[take], fs[take]
@@ -264,12 +267,13 @@ class APGDT(APGD):
         loss_out = torch.full((len(y),), -math.inf, device=x.device)
         fooled = torch.zeros(len(y), dtype=torch.bool, device=x.device)
         for t in range(1, n_t + 1):
-            for _ in range(self.restarts):
+            for r in range(self.restarts):
                 todo = (~fooled).nonzero().flatten()
                 if todo.numel() == 0:
                     return x_out
-                xs, ls, fs = self._run(classifier, x[todo], y[todo], rng.subset(generator, todo),
-                                       target=order[todo, t])
+                with progress.part((t - 1) * self.restarts + r, n_t * self.restarts):
+                    xs, ls, fs = self._run(classifier, x[todo], y[todo], rng.subset(generator, todo),
+                                           target=order[todo, t])
                 # a fooled point always wins; otherwise the latest target's best point (its loss scale differs
                 # from the previous target's, so losses are not compared across targets)
                 x_out[todo], loss_out[todo], fooled[todo] = xs, ls, fs

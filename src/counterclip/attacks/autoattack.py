@@ -37,8 +37,9 @@ from __future__ import annotations
 
 import torch
 
-from .. import rng
+from .. import progress, rng
 from ..errors import UnknownNameError
+from ..inputs import entry
 from .apgd import APGD, APGDT
 from .base import ATTACKS, Attack
 from .fab import FAB
@@ -128,6 +129,10 @@ class AutoAttack(Attack):
             return (logits.argmax(-1) != y.repeat(k)).view(k, len(y)).float().mean(0) > 0.5
 
     def __call__(self, classifier, x, y, generator=None):
+        with entry(x, f"{type(self).__name__}(classifier, x, y)"):  # checked once; its components' steps are not
+            return self._run(classifier, x, y, generator)
+
+    def _run(self, classifier, x, y, generator):
         x = x.detach().to(self.dtype)
         y = y.to(x.device)
         gen = generator if generator is not None else self.generator
@@ -152,7 +157,8 @@ class AutoAttack(Attack):
             atk = self.build(key)
             g = rng.subset(self._gen_for(gen, key), todo)
             model = fast if key == "square" else classifier
-            xa = atk(model, x[todo], y[todo], generator=g)
+            with progress.part(i, len(names)):
+                xa = atk(model, x[todo], y[todo], generator=g)
             fooled = self.judge(fast, xa, y[todo], g, key)
             if first:  # unfooled samples keep the first component's point
                 x_adv[todo] = xa

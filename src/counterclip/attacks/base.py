@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from .. import ball
 from ..budgets import eps_str, parse_eps
+from ..inputs import entry
 from ..registry import Registry
 
 NORMS = ball.NORMS
@@ -24,20 +25,21 @@ class Attack:
     grid_knobs: dict = {}
 
     def __init__(self, eps, norm: str = "linf", generator=None, dtype=torch.float32):
-        self.eps = parse_eps(eps)
         if norm not in NORMS:
             raise ValueError(f"unknown norm {norm!r}; valid: {', '.join(NORMS)}")
+        self.eps = parse_eps(eps, norm=norm)
         self.norm = norm
         self.generator = generator
         self.dtype = dtype
 
     def __call__(self, classifier, x: torch.Tensor, y: torch.Tensor, generator=None) -> torch.Tensor:
-        x = x.detach().to(self.dtype)
-        # eps = 0 runs the whole loop on purpose: the sanity suite checks that it returns x exactly
-        gen = generator if generator is not None else self.generator
-        with torch.enable_grad():
-            x_adv = self.perturb(classifier, x, y.to(x.device), gen)
-        return self.project(x_adv.detach(), x)
+        with entry(x, f"{type(self).__name__}(classifier, x, y)"):  # checked once; its steps are not
+            x = x.detach().to(self.dtype)
+            # eps = 0 runs the whole loop on purpose: the sanity suite checks that it returns x exactly
+            gen = generator if generator is not None else self.generator
+            with torch.enable_grad():
+                x_adv = self.perturb(classifier, x, y.to(x.device), gen)
+            return self.project(x_adv.detach(), x)
 
     def perturb(self, classifier, x, y, generator) -> torch.Tensor:
         raise NotImplementedError

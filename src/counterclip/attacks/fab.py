@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import rng
+from .. import progress, rng
 from .base import ATTACKS, Attack, query
 
 
@@ -111,7 +111,7 @@ class FAB(Attack):
             x1 = (x + 0.5 * self.eps * t).clamp(0, 1)
         best = x.clone()
         best_d = torch.full((b,), float("inf"), device=x.device)
-        for _ in range(self.steps):
+        for step in range(self.steps):
             f, w = self._boundary(classifier, x1, y, target, generator)
             with torch.no_grad():
                 x1f = x1.flatten(1)
@@ -129,6 +129,7 @@ class FAB(Attack):
                 best[upd] = x1[upd]
                 best_d[upd] = dist[upd]
                 x1 = torch.where(adv.view(-1, *([1] * (x.ndim - 1))), x + self.beta * (x1 - x), x1)
+            progress.advance(step + 1, self.steps)
         return best, best_d
 
     def perturb(self, classifier, x, y, generator):
@@ -139,13 +140,15 @@ class FAB(Attack):
         order = logits.argsort(dim=1, descending=True)
         out = x.clone()
         n_t = min(self.n_target_classes, logits.shape[-1] - 1)
-        for t in (range(1, n_t + 1) if self.targeted else [None]):
+        targets = list(range(1, n_t + 1)) if self.targeted else [None]
+        for ti, t in enumerate(targets):
             for r in range(self.restarts):
                 todo = robust.nonzero().flatten()
                 if todo.numel() == 0:
                     return out
                 target = order[todo, t] if t is not None else None
-                adv, dist = self._run(classifier, x[todo], y[todo], target, rng.subset(generator, todo), r > 0)
+                with progress.part(ti * self.restarts + r, len(targets) * self.restarts):
+                    adv, dist = self._run(classifier, x[todo], y[todo], target, rng.subset(generator, todo), r > 0)
                 ok = dist <= self.eps
                 out[todo[ok]] = adv[ok]
                 robust[todo[ok]] = False

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .. import ball
+from .. import ball, progress
 from ..budgets import eps_str, parse_eps, whole_number
 from .base import ATTACKS, Attack, cw_margin_loss, input_grad, query
 
@@ -39,7 +39,7 @@ class PGD(Attack):
         if loss not in LOSSES:
             raise ValueError(f"unknown PGD loss {loss!r}; valid: {', '.join(LOSSES)}")
         self.steps = whole_number("steps", steps)
-        self.step_size = auto_step_size(self.eps, self.steps) if step_size == "auto" else parse_eps(step_size)
+        self.step_size = auto_step_size(self.eps, self.steps) if step_size == "auto" else parse_eps(step_size, "step_size", norm)
         self.loss, self.kappa, self.random_start = loss, float(kappa), random_start
         if loss == "cw":
             self.name = "cw"
@@ -67,6 +67,7 @@ class PGD(Attack):
             loss = self.loss_per_sample(query(classifier, x_adv, generator, f"pgd:{i}"), y).sum()
             grad = input_grad(loss, x_adv)
             x_adv = self.project(self.ascent_step(x_adv.detach(), grad), x)
+            progress.advance(i + 1, self.steps)
         return x_adv
 
     def config(self) -> dict:

@@ -28,7 +28,7 @@ import math
 
 import torch
 
-from .. import rng
+from .. import progress, rng
 from ..budgets import whole_number
 from .base import ATTACKS, Attack
 
@@ -106,6 +106,7 @@ class Square(Attack):
             idx = active[take]
             x_best[idx] = x_new[take]
             m_best[idx] = m_new[take]
+            progress.advance(it + 1, self.queries)
         return x_best
 
     def config(self) -> dict:

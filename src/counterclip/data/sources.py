@@ -20,13 +20,10 @@ from . import routes, wds
 def _templates(lines: list[str] | None, where) -> list[str]:
     if not lines:
         return ["a photo of a {}."]
-    out = []
-    for t in lines:
-        t = t.replace("{c}", "{}")  # CLIP_benchmark writes {c}; ZeroShotClassifier formats positionally
-        if t.count("{}") != 1:
-            raise CounterclipError(f"{where}: template {t!r} has no single {{c}} placeholder")
-        out.append(t)
-    return out
+    from ..zeroshot import check_template
+
+    # CLIP_benchmark writes {c}; ZeroShotClassifier formats positionally
+    return [check_template(t.replace("{c}", "{}"), str(where)) for t in lines]
 
 
 def _open_mirror(name: str, split: str, data_root, download: bool, image_size, resize, allow_partial: bool):

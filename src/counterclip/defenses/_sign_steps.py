@@ -13,12 +13,13 @@ from .base import Defense
 
 class SignStepDefense(Defense):
     dynamic = True
+    per_sample_generators = True  # draws through counterclip.rng (batch-size invariant)
     differentiable_modes = ("full", "bpda")
     budget_bound = True  # x + delta, delta kept in the L-inf ball of eps
     direction = 1.0  # +1 ascends the objective, -1 descends it
 
     def __init__(self, eps=4 / 255, steps: int = 2, step_size=1 / 255):
-        self.eps, self.step_size, self.steps = parse_eps(eps), parse_eps(step_size), int(steps)
+        self.eps, self.step_size, self.steps = parse_eps(eps), parse_eps(step_size, "step_size"), int(steps)
 
     def start(self, x: torch.Tensor, generator) -> torch.Tensor:
         return torch.zeros_like(x)

@@ -16,9 +16,13 @@ protocol keeps working.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
+from .. import rng
+from ..inputs import entry
 from ..registry import Registry
 
 MODES = ("full", "bpda")
@@ -32,8 +36,29 @@ MODE_COSTS = {
 }
 
 
+# the methods that take ``generator`` (wrapped by Defense.__init_subclass__ for single-generator defenses)
+GENERATOR_METHODS = ("predict", "differentiable", "gate_score", "gate_terms")
+
+
+def _with_one_generator(method):
+    @functools.wraps(method)
+    def wrapper(self, classifier, x, generator=None, *args, **kwargs):
+        one = rng.one_generator(generator, getattr(x, "device", "cpu"))
+        return method(self, classifier, x, one, *args, **kwargs)
+
+    wrapper.one_generator = True
+    return wrapper
+
+
 class Defense:
     name = "defense"  # the CLI word
+    # The grid hands every generator-taking method one torch.Generator per sample (counterclip.rng), so results
+    # do not depend on the batch size or sharding; a defense that draws through counterclip.rng's helpers
+    # declares that it takes them (all built-ins do). One that does not, such as a plugin calling
+    # torch.randn(..., generator=generator) itself, gets a single torch.Generator on x's device instead
+    # (rng.one_generator): it works as written, seeded, at the cost of batch-size invariance. See
+    # docs/extending.md.
+    per_sample_generators = False
     randomized = False  # its output depends on a random draw
     dynamic = False  # it optimises per input at test time (gradient-based purification)
     differentiable_modes: tuple = ()  # modes .differentiable() implements itself, a subset of ("full", "bpda")
@@ -42,7 +67,20 @@ class Defense:
     # such a budget or whose views are not bound by it (crops, augmentations)
     budget_bound = False
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if getattr(cls, "per_sample_generators", False):
+            return
+        for name in GENERATOR_METHODS:
+            method = cls.__dict__.get(name)
+            if callable(method) and not getattr(method, "one_generator", False):
+                setattr(cls, name, _with_one_generator(method))
+
     def __call__(self, classifier, x: torch.Tensor, generator=None) -> torch.Tensor:
+        with entry(x, f"{type(self).__name__}(classifier, x)"):
+            return self._call(classifier, x, generator)
+
+    def _call(self, classifier, x, generator):
         if torch.is_inference_mode_enabled():
             # gradient-based purification needs autograd, which inference mode switches off for good: leave
             # it, with a normal copy of the input (an inference tensor cannot enter a recorded graph)
@@ -141,6 +179,7 @@ class NoDefense(Defense):
     """The undefended classifier (CLI word ``none``)."""
 
     name = "none"
+    per_sample_generators = True
     differentiable_modes = ("full", "bpda")  # both exact
 
     def predict(self, classifier, x, generator=None):
@@ -230,6 +269,10 @@ class Defended(nn.Module):
                 + " or ".join(f"differentiable={m!r} ({MODE_COSTS[m]})" for m in modes))
 
     def forward(self, x: torch.Tensor, generator=None) -> torch.Tensor:
+        with entry(x, f"Defended({type(self.defense).__name__})"):
+            return self._forward(x, generator)
+
+    def _forward(self, x, generator):
         gen = generator if generator is not None else self.generator
         wants_grad = torch.is_grad_enabled() and x.requires_grad
         if not wants_grad:

@@ -55,6 +55,7 @@ class CSR(CalibratedGate, Defense):
     gate_quantile=0.1)`` (module docstring). ``radius=None`` scales 40 bins at 224 px to the input's side."""
 
     name = "csr"
+    per_sample_generators = True  # draws through counterclip.rng (batch-size invariant)
     randomized = False
     dynamic = True
     differentiable_modes = ("full", "bpda")
@@ -73,7 +74,7 @@ class CSR(CalibratedGate, Defense):
             raise ValueError(f"unknown CSR variant {variant!r}; valid: {', '.join(VARIANTS)}")
         self.variant = variant
         self.steps = VARIANTS[variant]
-        self.eps, self.step_size, self.lam = parse_eps(eps), parse_eps(step_size), float(lam)
+        self.eps, self.step_size, self.lam = parse_eps(eps), parse_eps(step_size, "step_size"), float(lam)
         self.radius = None if radius is None else float(radius)
         self._init_gate(gate_thres, gate_quantile)
 

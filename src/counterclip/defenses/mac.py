@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import ball, rng
+from .. import ball
 from ..budgets import parse_eps
 from ._gate import CalibratedGate
 from ._mac_augment import BLURS, augment
@@ -51,6 +51,7 @@ class MAC(CalibratedGate, Defense):
     blur="fixed")`` (module docstring)."""
 
     name = "mac"
+    per_sample_generators = True  # draws through counterclip.rng (batch-size invariant)
     randomized = True
     dynamic = True
     differentiable_modes = ("full", "bpda")
@@ -72,7 +73,7 @@ class MAC(CalibratedGate, Defense):
             raise ValueError(f"blur must be one of {', '.join(BLURS)} (the authors' kernel 5 in pixels, or scaled "
                              f"by side/224), not {blur!r}")
         self.blur = blur
-        self.eps, self.step_size, self.steps = parse_eps(eps), parse_eps(step_size), int(steps)
+        self.eps, self.step_size, self.steps = parse_eps(eps), parse_eps(step_size, "step_size"), int(steps)
         self._temperature = float(temperature)
         self._init_gate(gate_thres, gate_quantile)
 

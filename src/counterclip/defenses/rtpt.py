@@ -121,6 +121,7 @@ class RTPT(Defense):
     family, "augmix" elsewhere and while no dataset is named)."""
 
     name = "rtpt"
+    per_sample_generators = True  # draws through counterclip.rng (batch-size invariant)
     randomized = True
     dynamic = True
     differentiable_modes = ("full", "bpda")

@@ -65,6 +65,7 @@ class TTC(CalibratedGate, Defense):
     """
 
     name = "ttc"
+    per_sample_generators = True  # draws through counterclip.rng (batch-size invariant)
     randomized = True
     dynamic = True
     differentiable_modes = ("full", "bpda")
@@ -76,12 +77,12 @@ class TTC(CalibratedGate, Defense):
 
     def __init__(self, eps=4 / 255, steps: int = 2, step_size=1 / 255, tau_thres=0.2, beta: float = 2.0,
                  norm: str = "linf", tau_encoder=None, tau_quantile: float = 0.1, precision: str = "fp32"):
-        self.eps = parse_eps(eps)
-        self.step_size = parse_eps(step_size)
-        self.steps = whole_number("steps", steps)
-        self.beta = float(beta)
         if norm not in ("linf", "l2"):
             raise ValueError(f"unknown norm {norm!r}; valid: linf, l2")
+        self.eps = parse_eps(eps, norm=norm)
+        self.step_size = parse_eps(step_size, "step_size", norm)
+        self.steps = whole_number("steps", steps)
+        self.beta = float(beta)
         self.norm = norm
         self.tau_encoder = tau_encoder
         self._init_gate(tau_thres, tau_quantile)  # the shared calibrated gate, under the paper's names

@@ -19,6 +19,7 @@ class TTE(Defense):
     """
 
     name = "tte"
+    per_sample_generators = True  # draws through counterclip.rng (batch-size invariant)
     differentiable_modes = ("full", "bpda")  # both exact: nothing to straight-through
 
     def __init__(self, flip: bool = True, crops: int = 4, pad: float = 0.125):

@@ -51,3 +51,18 @@ def run_chunks(folder: Path, ranges: list[tuple[int, int]], compute, progress=la
     finally:
         lock.close()
     return [results[cs] for cs, _ in ranges]
+
+
+def saved_work(output: Path) -> tuple[int, int, int]:
+    """``(records, cells, samples)`` an earlier run left in ``output``: finished records (a JSON with its
+    ``.npz`` sidecar), cell folders under ``.state`` holding saved chunks, and the samples those chunks cover
+    (counted per cell: a sample's clean, attacked and defended chunks each count). Read from file names only."""
+    output = Path(output)
+    records = sum(1 for p in output.rglob("*.json")
+                  if ".state" not in p.relative_to(output).parts and p.with_suffix(".npz").is_file())
+    spans: dict[Path, int] = {}
+    for p in (output / ".state").rglob("*-*.pt"):
+        cs, _, ce = p.stem.partition("-")
+        if cs.isdigit() and ce.isdigit():
+            spans[p.parent] = spans.get(p.parent, 0) + int(ce) - int(cs)
+    return records, len(spans), sum(spans.values())

@@ -102,6 +102,12 @@ class EvalConfig:
                 raise ValueError(f"--defense-arg for {d!r}, which is not among --defense {','.join(self.defenses)}")
             if d not in self.objects:
                 check_args(defense_class(d), args, "defense", d)
+            if d in DEFENSES and d not in self.objects and args:  # a bad value (ttc.eps=4) now, not mid-run
+                try:
+                    DEFENSES.resolve(d)(**args)
+                except (ValueError, TypeError) as e:
+                    shown = ", ".join(f"{d}.{k}={v!r}" for k, v in args.items())
+                    raise ValueError(f"--defense-arg {shown}: {e}") from None
         from .describe import wanted as adaptive_wanted
 
         for a, args in self.attack_args.items():
@@ -129,10 +135,12 @@ class EvalConfig:
                     raise ValueError(f"--attack-arg {shown}: {e}") from None
         if self.threat_model not in THREAT_MODELS:
             raise UnknownNameError("threat model", self.threat_model, THREAT_MODELS)
-        for e in self.eps + [self.ttc_eps, self.ttc_step_size]:
-            parse_eps(e)
+        for e in self.eps:
+            parse_eps(e, "--eps")
+        parse_eps(self.ttc_eps, "--ttc-eps")
+        parse_eps(self.ttc_step_size, "--ttc-step-size")
         if self.step_size != "auto":
-            parse_eps(self.step_size)
+            parse_eps(self.step_size, "--step-size")
         if self.tau_thres != "auto":
             try:
                 thr = float(self.tau_thres)

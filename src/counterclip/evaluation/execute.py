@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from .. import ball
 from ..budgets import eps_str
+from ..progress import per_chunk
 from . import composite, validate
 from .chunks import chunk_path, run_chunks
 from .describe import gate_pass, run_counted
@@ -65,7 +66,7 @@ class ChunkStore:
 
         failure = None
         try:
-            done = run_chunks(folder, ctx.ranges(), compute_under_precision, bar.update)
+            done = run_chunks(folder, ctx.ranges(), *per_chunk(compute_under_precision, bar))  # bar moves per step
         except validate.InvalidOutput as e:  # every rank still gathers below: a peer's failure must not hang it
             done, failure = [], e
         parts = [{k: res[k] for k in gather_keys if k in res} for res in done]  # old chunks may lack a newer key

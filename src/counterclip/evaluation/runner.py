@@ -30,6 +30,7 @@ from .record import SUMMARY_HEADER, build_record, sidecar_arrays, summary_line, 
 from .sampling import select_indices
 from .signals import Preempted, graceful_stop, stop_requested
 from .space import check_space, estimate_bytes
+from .chunks import saved_work
 from .state import read_finished
 
 
@@ -76,6 +77,11 @@ class GridRunner:
     # -- the run ---------------------------------------------------------------------------------------------
     def run(self) -> list[Path]:
         t0 = time.time()
+        records, cells, samples = saved_work(self.out) if not self.cfg.overwrite else (0, 0, 0)
+        if (records or cells) and self.dist.is_main:
+            self.log(f"resuming in {self.out}: {records} finished record{'s' * (records != 1)} and {cells} "
+                     f"cell{'s' * (cells != 1)} with saved chunks ({samples} samples) from earlier runs; what "
+                     "matches this run's settings is reused, not recomputed")
         try:
             with graceful_stop([self.model.visual, self.model.base_visual]):
                 try:

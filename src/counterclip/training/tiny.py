@@ -54,13 +54,27 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return out
 
 
+def check_output(output_dir, overwrite_embedded: bool = False) -> None:
+    from ..errors import CounterclipError
+    from ..models.registry import embedded_dir
+
+    shipped = embedded_dir("tiny-fmnist").resolve()
+    if Path(output_dir).resolve() == shipped and not overwrite_embedded:
+        raise CounterclipError(f"{output_dir} is the shipped tiny-fmnist model; write the retrained one to a folder "
+                               "of your own (--output DIR, then --model local-dir:DIR), or pass "
+                               "--overwrite-embedded to replace it")
+
+
 def train_tiny(output_dir: str | Path, epochs: int = 6, batch_size: int = 256, lr: float = 1e-3,
                weight_decay: float = 0.1, seed: int = 0, data_root=None, threads: int | None = None,
-               log=print, max_images: int | None = None) -> dict:
-    """Train and write the model folder; ``max_images`` keeps only the first N training images (quick tests)."""
+               log=print, max_images: int | None = None, overwrite_embedded: bool = False) -> dict:
+    """Train and write the model folder (load it with ``load_model("local-dir:DIR")``); ``max_images`` keeps
+    only the first N training images (quick tests). The package's own ``tiny-fmnist`` folder is refused unless
+    ``overwrite_embedded``: every record, test and README number is measured on those weights."""
     import open_clip
     from safetensors.torch import save_file
 
+    check_output(output_dir, overwrite_embedded)
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
