@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import DEFAULT_OUTPUT, environment, interleaved, main_for, median, now, speedup  # noqa: E402
+from harness import DEFAULT_OUTPUT, environment, interleaved, main_for, median, now, section, speedup  # noqa: E402
 
 SECTION = "defense_throughput"
 ALL = ("ttc", "csr", "csr-full", "mac", "rtpt")
@@ -192,9 +192,7 @@ def render(args, out, argv) -> tuple[str, str]:
           "no slower than their transcriptions, with identical predictions (TTC: see ttc_throughput).", "",
           "Met: " + "; ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in targets(res).items())]
     body = "\n".join(L)
-    section = (f"<!-- begin {SECTION} -->\n## Every defense vs its transcription (`benchmarks/defense_throughput.py`)"
-               f"\n\n{body}\n<!-- end {SECTION} -->\n")
-    return body, section
+    return body, section(SECTION, "Every defense vs its transcription (`benchmarks/defense_throughput.py`)", body)
 
 
 def main(argv=None, classifier=None) -> dict:

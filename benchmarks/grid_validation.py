@@ -30,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (DEFAULT_OUTPUT, environment, interleaved, main_for, median, now, quiet_stderr,  # noqa: E402
-                     speedup)
+                     section, speedup)
 
 SECTION = "grid_validation"
 
@@ -152,9 +152,7 @@ def render(args, out, argv) -> tuple[str, str]:
          f"on/off - 1| = {abs(med - 1):.3f} <= the largest |on/on again - 1| = {noise:.3f}. Met: "
          f"{'yes' if abs(med - 1) <= noise else 'NO'}"]
     body = "\n".join(L)
-    section = (f"<!-- begin {SECTION} -->\n## The grid's output checks (`benchmarks/grid_validation.py`)\n\n{body}\n"
-               f"<!-- end {SECTION} -->\n")
-    return body, section
+    return body, section(SECTION, "The grid's output checks (`benchmarks/grid_validation.py`)", body)
 
 
 def main(argv=None, classifier=None) -> dict:

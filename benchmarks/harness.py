@@ -107,6 +107,11 @@ def speedup(times: dict, fast: str, slow: str) -> tuple[float, float, float]:
     return median(r), min(r), max(r)
 
 
+def section(name: str, title: str, body: str) -> str:
+    """A BENCHMARKS.md section with the markers ``write_section`` replaces it by on the next run."""
+    return f"<!-- begin {name} -->\n## {title}\n\n{body}\n<!-- end {name} -->\n"
+
+
 def write_section(path: Path, name: str, section: str):
     """Replace (or append) the ``<!-- begin NAME -->`` ... ``<!-- end NAME -->`` section of ``path``."""
     path = Path(path)

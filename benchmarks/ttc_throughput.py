@@ -36,6 +36,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (DEFAULT_OUTPUT, environment, fmt_bytes as _fmt_bytes, interleaved, main_for,  # noqa: E402
                      median as _median, now, quiet_stderr as _quiet_stderr, sync as _sync)
+from harness import section  # noqa: E402
 from harness import write_section as _write_section  # noqa: E402
 
 SECTION = "ttc_throughput"
@@ -318,9 +319,7 @@ def render(args, out, argv) -> tuple[str, str]:
     L.append("")
     L.append(targets_line(results))
     body = "\n".join(L)
-    section = (f"<!-- begin {SECTION} -->\n## TTC throughput (`benchmarks/ttc_throughput.py`)\n\n"
-               f"{body}\n<!-- end {SECTION} -->\n")
-    return body, section
+    return body, section(SECTION, "TTC throughput (`benchmarks/ttc_throughput.py`)", body)
 
 
 def targets(results) -> dict:
