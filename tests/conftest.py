@@ -43,3 +43,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+KINDS = ("unit", "integration", "system", "reference")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Each test gets the marker of the folder it lives in, so the folder is the one place that says its kind."""
+    root = config.rootpath / "tests"
+    for item in items:
+        try:
+            kind = item.path.relative_to(root).parts[0]
+        except ValueError:  # a test outside tests/ (given on the command line): no folder, no kind
+            continue
+        if kind in KINDS:
+            item.add_marker(kind)

@@ -13,7 +13,7 @@ from counterclip.data import get_dataset, paper
 from counterclip.data.prompts import PROMPT_STYLES, prompt_set
 from counterclip.errors import CounterclipError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 KEYS = sorted(paper.SPECS)  # the 16 paper datasets + TinyImageNet
 
 

@@ -401,7 +401,7 @@ def test_download_without_network_or_cache_fails_fast_naming_the_repo(tmp_path, 
 def test_every_registry_dataset_has_a_route_and_the_docs_show_it():
     from counterclip.data import paper
 
-    docs = (Path(__file__).resolve().parents[1] / "docs" / "datasets.md").read_text()
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "datasets.md").read_text()
     assert set(routes.table()["datasets"]) == set(paper.SPECS)
     for key, r in routes.table()["datasets"].items():
         assert r["torchvision"]["status"] in ("works", "broken", "manual", "fragile"), key

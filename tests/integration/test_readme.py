@@ -5,7 +5,7 @@ from pathlib import Path
 
 
 def test_readme_python_example_runs(capsys):
-    text = (Path(__file__).parents[1] / "README.md").read_text()
+    text = (Path(__file__).parents[2] / "README.md").read_text()
     m = re.search(r"## Use it from Python\s+```python\n(.*?)```", text, re.S)
     assert m, "README lost its Python example"
     exec(compile(m.group(1), "README.md", "exec"), {})
@@ -18,7 +18,7 @@ def test_readme_attack_library_example_runs(capsys):
     import pytest
 
     pytest.importorskip("torchattacks")
-    text = (Path(__file__).parents[1] / "README.md").read_text()
+    text = (Path(__file__).parents[2] / "README.md").read_text()
     setup = re.search(r"## Use it from Python\s+```python\n(.*?)```", text, re.S).group(1)
     m = re.search(r"### Attack through a defense with torchattacks / AutoAttack\s+```python\n(.*?)```", text, re.S)
     assert m, "README lost its attack-library example"

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-PAGE = Path(__file__).parents[1] / "docs" / "extending.md"
-SRC = Path(__file__).parents[1] / "src"
+PAGE = Path(__file__).parents[2] / "docs" / "extending.md"
+SRC = Path(__file__).parents[2] / "src"
 
 
 def _blocks(lang):
