@@ -1,12 +1,11 @@
 """APGD-T, Square and AutoAttack (standard / plus / rand / paper = aa-paper): contract, seeding, the per-sample
 guarantee of the composition, class-count handling, the black-box-beats-white-box flag, and the grid's
---eval-draws and stage records. Dev-only yardsticks (torchattacks, the AutoAttack source) at the end."""
+--eval-draws and stage records. Dev-only yardsticks (torchattacks, the AutoAttack source):
+tests/reference/test_autoattack_source.py."""
 
 from __future__ import annotations
 
 import json
-import os
-import sys
 
 import numpy as np
 import pytest
@@ -318,56 +317,6 @@ def test_paper_preset_runs_aa_paper_at_4_255_only():
 
 # ---- dev-only yardsticks ------------------------------------------------------------------------------------
 
-def _dev_full():
-    if not os.environ.get("COUNTERCLIP_DEV_FULL"):
-        pytest.skip("full-budget yardstick comparison: set COUNTERCLIP_DEV_FULL=1 (minutes on a CPU)")
-
-
-def test_apgd_t_and_square_against_torchattacks(classifier, batch):
-    _dev_full()
-    torchattacks = pytest.importorskip("torchattacks")
-    x, y = batch
-    ours_t = wrong(classifier, APGDT(EPS, steps=20)(classifier, x, y, gens(range(64), "t")), y).sum()
-    ta_t = torchattacks.APGDT(classifier, eps=EPS, steps=20, n_restarts=1, n_classes=10, seed=0)
-    theirs_t = wrong(classifier, ta_t(x, y), y).sum()
-    ours_s = wrong(classifier, Square(EPS, queries=300)(classifier, x, y, gens(range(64), "s")), y).sum()
-    ta_s = torchattacks.Square(classifier, eps=EPS, n_queries=300, resc_schedule=False, seed=0)
-    theirs_s = wrong(classifier, ta_s(x, y), y).sum()
-    print(f"fooled of 64: APGD-T-20 ours {ours_t} torchattacks {theirs_t}; Square-300 ours {ours_s} "
-          f"torchattacks {theirs_s}")
-    assert ours_t >= theirs_t - 1 and ours_s >= theirs_s - 1
-
-
-def _autoattack_src():
-    src = os.environ.get("COUNTERCLIP_AUTOATTACK_SRC")
-    if src and src not in sys.path:
-        sys.path.insert(0, src)
-    return pytest.importorskip("autoattack", reason="AutoAttack source absent (set COUNTERCLIP_AUTOATTACK_SRC)")
-
-
-def test_autoattack_standard_full_budget_against_the_autoattack_source(classifier, batch):
-    """Done-when (dev-only): AutoAttack standard at 4/255, full budget, on 64 embedded-model images: never
-    weaker than any component per sample, and within 1 sample in 64 of AutoAttack's own result."""
-    _dev_full()
-    ref_pkg = _autoattack_src()
-    x, y = batch
-    ours = AutoAttack(EPS, version="standard")
-    names = ours.component_names(classifier.num_classes)
-    g = lambda: {n: gens(range(64), f"attack:{n}") for n in names + ["clean"]}  # noqa: E731
-    w_ours = wrong(classifier, ours(classifier, x, y, g()), y)
-    alone = {}
-    for n in names:
-        w = wrong(classifier, ours.build(n)(classifier, x, y, g()[n]), y)
-        alone[n] = int(w.sum())
-        assert not (w & ~w_ours).any(), n
-    ref = ref_pkg.AutoAttack(classifier, norm="Linf", eps=EPS, version="standard", seed=0, device="cpu",
-                             verbose=False)
-    w_ref = wrong(classifier, ref.run_standard_evaluation(x, y, bs=64), y)
-    print(f"AutoAttack standard 4/255 on 64 images, robust: ours {64 - int(w_ours.sum())} (stages "
-          f"{ours.last_stages}), AutoAttack source {64 - int(w_ref.sum())}; components alone, fooled: {alone}")
-    assert abs(int(w_ours.sum()) - int(w_ref.sum())) <= 1
-
-
 def test_a_two_class_dataset_never_aborts_the_grid(tmp_path, fmnist_test):
     """apgd-dlr / apgd-t alone are skipped with one line on a 2-class task; aa-paper runs APGD-CE only."""
     from PIL import Image
@@ -421,22 +370,6 @@ def test_grid_flags_black_box_beating_white_box_through_a_masked_defense(tmp_pat
     assert masked["sanity"]["black_box_beats_white_box"]["passed"] is False
     assert by[("none", "oblivious")]["sanity"]["black_box_beats_white_box"]["passed"] is True
     assert any("FLAGGED" in line and "black_box_beats_white_box" in line for line in lines)
-
-
-def test_fab_t_agrees_per_sample_with_the_autoattack_source(classifier, batch):
-    """Dev-only: FAB-T (one restart: deterministic) against the AutoAttack source's FABAttack_PT, same images and
-    budget: the same samples fooled, the same points to float precision."""
-    ref_pkg = _autoattack_src()
-    from autoattack.fab_pt import FABAttack_PT
-
-    x, y = batch
-    ours = FAB(EPS, steps=20, targeted=True, n_target_classes=3)(classifier, x, y)
-    ref = FABAttack_PT(classifier, norm="Linf", n_restarts=1, n_iter=20, eps=EPS, seed=0, targeted=True,
-                       n_target_classes=3, device="cpu").perturb(x, y)
-    a, b = wrong(classifier, ours, y), wrong(classifier, ref, y)
-    print(f"FAB-T-20 (3 targets) 4/255 on 64 images, fooled: ours {int(a.sum())}, AutoAttack source {int(b.sum())}")
-    assert ref_pkg is not None and torch.equal(a, b)
-    assert (ours - ref)[a & b].abs().max() < 1e-5
 
 
 def test_adaptive_autoattack_uses_eot_through_a_randomised_defense_in_every_version(tmp_path):
