@@ -308,11 +308,29 @@ def test_attack_args_reach_autoattack_and_bad_values_fail_up_front(tmp_path):
         EvalConfig(output=str(tmp_path), attacks=["square"], attack_args={"square": {"queries": "abc"}}).validate()
 
 
-def test_paper_preset_runs_aa_paper_at_4_255_only():
-    from counterclip.evaluation.config import PRESETS
+def test_the_paper_presets_run_config_reaches_the_run(tmp_path):
+    """`eval --preset paper`, shrunk to the embedded model, a 10-image EuroSAT tree and one-step attacks: the
+    records show that the preset's attacks, budgets (aa-paper at 4/255 only), step size, image pipeline and
+    prompt style are what ran."""
+    from PIL import Image
 
-    p = PRESETS["paper"]
-    assert "aa-paper" in p["attacks"] and p["attack_eps"] == {"aa-paper": ["4/255"]}
+    from counterclip.cli import main
+    from counterclip.data import paper
+
+    for i, c in enumerate(paper.load_metadata("eurosat")["raw_classes"]):
+        (tmp_path / "eurosat" / "2750" / c).mkdir(parents=True)
+        Image.new("RGB", (64, 48), (25 * i, 255 - 25 * i, 128)).save(tmp_path / "eurosat" / "2750" / c / "a.jpg")
+    out = tmp_path / "out"
+    with pytest.warns(UserWarning, match="allow-partial"):
+        assert main(["eval", "--preset", "paper", "--model", "tiny-fmnist", "--dataset", "eurosat", "--data-root",
+                     str(tmp_path), "--allow-partial", "--defense", "none", "--steps", "1", "--aa-steps", "1",
+                     "--limit", "4", "--batch-size", "4", "--output", str(out)]) == 0
+    recs = [json.loads(p.read_text()) for p in (out / "eurosat").glob("*.json")]
+    ran = sorted((r["attack"]["name"], r["attack"]["eps_str"]) for r in recs)
+    assert ran == [("aa-paper", "4/255"), ("cw", "1/255"), ("cw", "4/255"), ("pgd", "1/255"), ("pgd", "4/255")]
+    assert {r["attack"].get("step_size_str") for r in recs if r["attack"]["name"] != "aa-paper"} == {"1/255"}
+    assert [r["attack"]["components"] for r in recs if r["attack"]["name"] == "aa-paper"] == [["apgd-ce", "apgd-dlr"]]
+    assert {(r["preprocess"], r["prompts"]) for r in recs} == {("Resize(256)+CenterCrop(224)", "reference")}
 
 
 # ---- dev-only yardsticks ------------------------------------------------------------------------------------
