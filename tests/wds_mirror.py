@@ -1,6 +1,6 @@
 """Webdataset mirrors in CLIP_benchmark's layout, built from Fashion-MNIST images, for the tests that read them
-(tests/integration/test_wds.py and the clip-benchmark yardstick in tests/reference). A plain module beside
-tests/conftest.py: pytest puts that folder on sys.path before it collects any test."""
+(tests/integration/test_wds.py and the clip-benchmark yardstick in tests/reference). A plain module, importable
+by name because pyproject.toml's pytest options put tests/ on sys.path."""
 
 from __future__ import annotations
 
