@@ -89,6 +89,7 @@ def test_eps_zero_returns_input(classifier, batch, loss):
     assert torch.equal(APGD(0, steps=5, loss=loss)(classifier, x, y), x)
 
 
+@pytest.mark.slow
 def test_same_seed_same_output(classifier, batch):
     x, y = batch[0][:N_SMALL], batch[1][:N_SMALL]
     atk = APGD(8 / 255, steps=5, restarts=2)
@@ -138,6 +139,7 @@ def test_returns_a_misclassified_point_whenever_one_was_found(classifier, batch)
     assert torch.equal(fooled, ever_fooled)
 
 
+@pytest.mark.slow
 def test_restarts_never_weaken(classifier, batch):
     x, y = batch[0][:32], batch[1][:32]
     one = accuracy(classifier, APGD(4 / 255, steps=5, restarts=1)(classifier, x, y, gen()), y)
@@ -158,6 +160,7 @@ def test_build_attack_and_config():
         APGD(1 / 255, restarts=0)
 
 
+@pytest.mark.slow
 def test_apgd_ce_at_least_as_strong_as_pgd(classifier, batch):
     x, y = batch
     eps = 8 / 255

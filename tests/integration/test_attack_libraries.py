@@ -20,6 +20,7 @@ def _in_ball(x_adv, x):
     return (x_adv - x).abs().max() <= EPS + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
 
 
+@pytest.mark.slow
 def test_plain_autograd_in_every_mode_and_under_no_grad(classifier, batch):
     x, y = batch[0][:4], batch[1][:4]
     for mode in MODES:

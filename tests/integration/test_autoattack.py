@@ -58,6 +58,7 @@ class Quantised(nn.Module):
         return self.inner(torch.round(x * self.levels) / self.levels)
 
 
+@pytest.mark.slow
 def test_apgd_t_contract_and_seeding(classifier, batch):
     x, y = batch[0][:8], batch[1][:8]
     atk = APGDT(8 / 255, steps=4, n_target_classes=3)
@@ -104,6 +105,7 @@ def test_fab_projection_is_the_smallest_linf_step_onto_the_hyperplane():
     assert torch.allclose(d.abs().amax(1), hi, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_fab_contract(classifier, batch):
     x, y = batch[0][:8], batch[1][:8]
     for targeted in (True, False):

@@ -5,6 +5,7 @@ tests/reference/test_quickgelu.py). The random OpenAI-layout checkpoint is tests
 import json
 import warnings
 
+import pytest
 import torch
 
 import counterclip
@@ -17,6 +18,7 @@ def _rel(a, b):
     return float((a - b).norm() / b.norm())
 
 
+@pytest.mark.slow
 def test_openai_tag_builds_quickgelu_and_robust_towers_follow(openai_ckpt, tmp_path, monkeypatch):
     import open_clip.factory
 

@@ -72,6 +72,7 @@ def _rel(a, b):
     return float((a - b).norm() / b.norm())
 
 
+@pytest.mark.slow
 def test_preset_model_matches_the_reference_model(openai_ckpt, yardsticks):
     ours = counterclip.load_model("ViT-B-32-quickgelu", pretrained=str(openai_ckpt))
     assert ours.activation == "quick_gelu"

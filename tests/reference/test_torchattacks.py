@@ -29,6 +29,7 @@ class _Logits(nn.Module):
         return self.classifier(x)
 
 
+@pytest.mark.slow
 def test_apgd_ce_at_least_as_strong_as_torchattacks(classifier, batch):
     torchattacks = pytest.importorskip("torchattacks")
     x, y = batch
@@ -41,6 +42,7 @@ def test_apgd_ce_at_least_as_strong_as_torchattacks(classifier, batch):
     assert all(p.grad is None for p in classifier.parameters())
 
 
+@pytest.mark.slow
 def test_pgd_at_least_as_strong_as_torchattacks(classifier, batch):
     torchattacks = pytest.importorskip("torchattacks")
     x, y = batch

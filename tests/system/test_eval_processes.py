@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # a reference run, then a killed run and its re-run, and a 2-process torchrun run
+
 ARGS = ["eval", "--dataset", "fashion-mnist", "--attack", "pgd", "--eps", "4/255", "--steps", "2",
         "--defense", "none,ttc", "--limit", "24", "--batch-size", "4", "--seed", "3"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}

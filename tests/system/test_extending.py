@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # the page's commands (an adaptive eval, a report), each in its own process
+
 PAGE = Path(__file__).parents[2] / "docs" / "extending.md"
 SRC = Path(__file__).parents[2] / "src"
 
