@@ -119,6 +119,7 @@ def test_fab_contract(classifier, batch):
     assert torch.equal(FAB(0, steps=3, targeted=True)(classifier, x, y), x)
 
 
+@pytest.mark.slow
 def test_autoattack_never_weaker_than_its_components(classifier, batch):
     """Done-when: the composition is never above any component per sample (components reuse their streams)."""
     x, y = batch[0][:24], batch[1][:24]
@@ -138,6 +139,7 @@ def test_autoattack_never_weaker_than_its_components(classifier, batch):
     assert torch.equal(aa.last_broken_by < len(names), w_aa)
 
 
+@pytest.mark.slow
 def test_aa_paper_is_autoattack_paper_and_two_classes_never_abort(classifier, batch):
     x, y = batch[0][:8], batch[1][:8]
     paper, alias = build_attack("autoattack", EPS, aa_version="paper", aa_steps=3), build_attack("aa-paper", EPS, aa_steps=3)
@@ -171,6 +173,7 @@ def test_rand_version_uses_eot_on_a_randomised_defense(classifier, batch):
     assert aa.build("apgd-ce").draws_for(rn) == 3 and aa.build("apgd-ce").draws_for(classifier) == 1
 
 
+@pytest.mark.slow
 def test_black_box_beats_white_box_flag(classifier, batch):
     """Done-when: a model whose forward quantises its input (no straight-through gradient) fires the flag; the
     honest model does not."""
@@ -190,6 +193,7 @@ def test_black_box_beats_white_box_flag(classifier, batch):
     assert sanity.output_range(torch.randn(4, 10) * 5)["passed"] is True
 
 
+@pytest.mark.slow
 def test_grid_autoattack_records_stages_and_eval_draws(tmp_path):
     """The grid: autoattack's record holds the stages and the sidecar who broke each sample; --eval-draws adds
     per-draw and all-draws accuracies (all-draws <= single draw); the rand version runs adaptive with EOT."""
@@ -230,6 +234,7 @@ def test_grid_autoattack_records_stages_and_eval_draws(tmp_path):
     assert "## Randomised defenses: re-drawn evaluation" in md and "## AutoAttack stages" in md
 
 
+@pytest.mark.slow
 def test_eval_draws_on_a_folder_run_without_them_gives_the_draws(tmp_path):
     """Re-running a finished folder with --eval-draws 3 must not hand back the single-draw records (nor adaptive
     chunks without draws) as the answer: every record then carries the 3 draws, and the summary line says so."""
