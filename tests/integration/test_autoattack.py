@@ -381,6 +381,7 @@ class QuantisingDefense(Defense):
         return classifier(torch.round(x * 16) / 16)
 
 
+@pytest.mark.slow
 def test_grid_flags_black_box_beating_white_box_through_a_masked_defense(tmp_path):
     """Done-when at the grid level: adaptive AutoAttack through the masked defense flags it in the record and in
     the summary line; the honest undefended model's record does not."""
@@ -397,6 +398,7 @@ def test_grid_flags_black_box_beating_white_box_through_a_masked_defense(tmp_pat
     assert any("FLAGGED" in line and "black_box_beats_white_box" in line for line in lines)
 
 
+@pytest.mark.slow
 def test_adaptive_autoattack_uses_eot_through_a_randomised_defense_in_every_version(tmp_path):
     """Through a randomised defense every version's APGD components average gradients over --eot-samples draws
     (not only rand's); a deterministic defense keeps one draw, and the records' configs say which."""
