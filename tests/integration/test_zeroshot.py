@@ -1,4 +1,5 @@
-"""ZeroShotClassifier on the embedded model: cached text, prompt ensembling, logits, gradients, accuracy."""
+"""ZeroShotClassifier on the embedded model: cached text, prompt ensembling, logits, gradients, accuracy; zero-shot
+records under both prompt styles."""
 
 import pytest
 import torch
@@ -125,3 +126,28 @@ def test_classifier_is_a_proper_module(tiny_model, fmnist_test, batch, tmp_path)
         assert not torch.allclose(twin.model.encode_text(["a shirt"]), clf.model.encode_text(["a shirt"]))
         assert not torch.allclose(twin.model.encode_image(x), clf.model.encode_image(x))
         assert torch.allclose(copy.deepcopy(clf)(x), clf(x))
+
+
+def _png(path, color=(255, 0, 0)):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (12, 10), color).save(path)
+
+
+def test_zeroshot_keeps_both_prompt_styles_and_states_them(tmp_path):
+    from counterclip.data import paper
+    from counterclip.evaluation.zeroshot import run_zeroshot
+
+    for c in paper.load_metadata("eurosat")["raw_classes"]:
+        _png(tmp_path / "eurosat" / "2750" / c / "a.jpg")
+    recs = {}
+    for style in ("clip", "reference"):
+        with pytest.warns(UserWarning, match="allow-partial"):
+            recs[style] = run_zeroshot("tiny-fmnist", "eurosat", tmp_path / "out", data_root=tmp_path,
+                                       prompts=style, allow_partial=True)
+    assert recs["clip"]["_path"] != recs["reference"]["_path"]  # the second style did not overwrite the first
+    assert len(list((tmp_path / "out").glob("zeroshot_*.json"))) == 2
+    for style, rec in recs.items():
+        assert rec["prompts"] == style and rec["precision"] == "fp32" and rec["activation"] == "gelu"
+        assert rec["source"] == "torchvision" and rec["count_check"]["status"] == "partial (allowed)"

@@ -5,11 +5,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+pytestmark = pytest.mark.slow  # a reference run, then a killed run and its re-run, and a 2-process torchrun run
 
 ARGS = ["eval", "--dataset", "fashion-mnist", "--attack", "pgd", "--eps", "4/255", "--steps", "2",
         "--defense", "none,ttc", "--limit", "24", "--batch-size", "4", "--seed", "3"]
@@ -40,22 +41,30 @@ def reference(tmp_path_factory):
     return sidecars(out)
 
 
+# `python -c KILL_AFTER_SECOND_CHUNK <counterclip args>`: counterclip's own CLI in a process that SIGKILLs itself
+# the moment its second adversarial chunk lands (state files are written atomically with os.replace). The kill
+# point is a fact of the run, not a moment a poller happened to look, so the test cannot race the run.
+KILL_AFTER_SECOND_CHUNK = """
+import os, runpy, signal, sys
+real_replace, landed = os.replace, []
+def replace(src, dst, *args, **kwargs):
+    real_replace(src, dst, *args, **kwargs)
+    if "/adv-" in str(dst) and str(dst).endswith(".pt"):
+        landed.append(dst)
+        if len(landed) == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+os.replace = replace
+sys.argv = ["counterclip", *sys.argv[1:]]
+runpy.run_module("counterclip", run_name="__main__")
+"""
+
+
 def test_kill_9_then_rerun_gives_identical_numbers(reference, tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "counterclip", *ARGS, "--output", str(out)], env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    try:
-        while time.time() < deadline and proc.poll() is None:
-            adv = [p for p in (out / ".state").rglob("*.pt") if "/adv-" in str(p)] if out.exists() else []
-            if len(adv) >= 2:
-                break
-            time.sleep(0.05)
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    killed = subprocess.run([sys.executable, "-c", KILL_AFTER_SECOND_CHUNK, *ARGS, "--output", str(out)], env=ENV,
+                            capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]  # it ran to its second chunk, then died
+    assert len([p for p in (out / ".state").rglob("*.pt") if "/adv-" in str(p)]) == 2
     assert not list(out.glob("fashion-mnist/*.json")), "killed before any record"
     subprocess.run([sys.executable, "-m", "counterclip", *ARGS, "--output", str(out)], env=ENV, check=True,
                    capture_output=True, timeout=600)

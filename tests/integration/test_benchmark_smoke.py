@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "ttc_throughput.py"
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "ttc_throughput.py"
 
 
 def _load():

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-PAGE = Path(__file__).parents[1] / "docs" / "extending.md"
-SRC = Path(__file__).parents[1] / "src"
+pytestmark = pytest.mark.slow  # the page's commands (an adaptive eval, a report), each in its own process
+
+PAGE = Path(__file__).parents[2] / "docs" / "extending.md"
+SRC = Path(__file__).parents[2] / "src"
 
 
 def _blocks(lang):
@@ -29,7 +31,9 @@ def workdir(tmp_path_factory):
     return folder
 
 
-def test_the_page_commands_run_the_defense_and_report_it(workdir):
+@pytest.fixture(scope="module")
+def cli_run(workdir):
+    """The page's commands, run as written in its folder: what each test then reads, whatever runs first."""
     (_, script), = _blocks("bash")
     env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
     for line in script.strip().splitlines():
@@ -38,7 +42,11 @@ def test_the_page_commands_run_the_defense_and_report_it(workdir):
         res = subprocess.run([sys.executable, "-m", "counterclip", *argv[1:]], cwd=workdir, env=env,
                              capture_output=True, text=True, timeout=600)
         assert res.returncode == 0, res.stderr[-2000:]
-    recs = [json.loads(p.read_text()) for p in (workdir / "runs/mine/fashion-mnist").glob("*.json")]
+    return workdir / "runs/mine"
+
+
+def test_the_page_commands_run_the_defense_and_report_it(cli_run):
+    recs = [json.loads(p.read_text()) for p in (cli_run / "fashion-mnist").glob("*.json")]
     mine = [r for r in recs if r["defense"]["name"] == "my_defense:MyDefense"]
     assert {r["threat_model"] for r in mine} == {"oblivious", "adaptive"}
     for r in mine:
@@ -47,15 +55,16 @@ def test_the_page_commands_run_the_defense_and_report_it(workdir):
     adaptive = [r for r in mine if r["threat_model"] == "adaptive"]
     assert [r["adaptive_attack"]["name"] for r in adaptive] == ["eot-pgd"]
     assert "'full' mode" in adaptive[0]["adaptive_attack"]["gradient"]
-    report = (workdir / "runs/mine/results.md").read_text()
+    report = (cli_run / "results.md").read_text()
     assert "my_defense:MyDefense" in report
 
 
-def test_the_page_python_block_reuses_the_cli_records(workdir, monkeypatch, capsys):
-    """Run after the commands (same module): the Python API keys the instance as the CLI keyed the class, so
-    every record is found finished; on its own it computes them."""
+def test_the_page_python_block_reuses_the_cli_records(workdir, cli_run, monkeypatch, capsys):
+    """After the page's commands, the Python API keys the instance as the CLI keyed the class: every record is
+    found finished, none is recomputed or rewritten."""
     (_, code), = [b for b in _blocks("python") if not b[0].strip()]
-    before = {p: p.stat().st_mtime_ns for p in (workdir / "runs/mine").rglob("*.json")}
+    before = {p: p.stat().st_mtime_ns for p in cli_run.rglob("*.json")}
+    assert before
     monkeypatch.chdir(workdir)
     monkeypatch.syspath_prepend(str(workdir))
     exec(compile(code, str(PAGE), "exec"), {})
@@ -63,6 +72,5 @@ def test_the_page_python_block_reuses_the_cli_records(workdir, monkeypatch, caps
     mine = [line.split() for line in lines if line.startswith("my_defense:MyDefense")]
     assert {m[1] for m in mine} == {"oblivious", "adaptive"}
     assert all(0.0 <= float(m[3]) <= 1.0 for m in mine)
-    after = {p: p.stat().st_mtime_ns for p in (workdir / "runs/mine").rglob("*.json")}
-    if before:
-        assert after == before  # nothing recomputed or rewritten
+    after = {p: p.stat().st_mtime_ns for p in cli_run.rglob("*.json")}
+    assert after == before  # nothing recomputed or rewritten

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-# pages whose ```python blocks are runnable; docs/extending.md has its own test (tests/test_extending.py)
+ROOT = Path(__file__).resolve().parents[2]
+# pages whose ```python blocks are runnable; docs/extending.md has its own test (tests/system/test_extending.py)
 PAGES = ["README.md", "docs/usage.md"]
 
 

@@ -1,12 +1,11 @@
 """APGD-T, Square and AutoAttack (standard / plus / rand / paper = aa-paper): contract, seeding, the per-sample
 guarantee of the composition, class-count handling, the black-box-beats-white-box flag, and the grid's
---eval-draws and stage records. Dev-only yardsticks (torchattacks, the AutoAttack source) at the end."""
+--eval-draws and stage records. Dev-only yardsticks (torchattacks, the AutoAttack source):
+tests/reference/test_autoattack_source.py."""
 
 from __future__ import annotations
 
 import json
-import os
-import sys
 
 import numpy as np
 import pytest
@@ -59,6 +58,7 @@ class Quantised(nn.Module):
         return self.inner(torch.round(x * self.levels) / self.levels)
 
 
+@pytest.mark.slow
 def test_apgd_t_contract_and_seeding(classifier, batch):
     x, y = batch[0][:8], batch[1][:8]
     atk = APGDT(8 / 255, steps=4, n_target_classes=3)
@@ -105,6 +105,7 @@ def test_fab_projection_is_the_smallest_linf_step_onto_the_hyperplane():
     assert torch.allclose(d.abs().amax(1), hi, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_fab_contract(classifier, batch):
     x, y = batch[0][:8], batch[1][:8]
     for targeted in (True, False):
@@ -118,6 +119,7 @@ def test_fab_contract(classifier, batch):
     assert torch.equal(FAB(0, steps=3, targeted=True)(classifier, x, y), x)
 
 
+@pytest.mark.slow
 def test_autoattack_never_weaker_than_its_components(classifier, batch):
     """Done-when: the composition is never above any component per sample (components reuse their streams)."""
     x, y = batch[0][:24], batch[1][:24]
@@ -137,6 +139,7 @@ def test_autoattack_never_weaker_than_its_components(classifier, batch):
     assert torch.equal(aa.last_broken_by < len(names), w_aa)
 
 
+@pytest.mark.slow
 def test_aa_paper_is_autoattack_paper_and_two_classes_never_abort(classifier, batch):
     x, y = batch[0][:8], batch[1][:8]
     paper, alias = build_attack("autoattack", EPS, aa_version="paper", aa_steps=3), build_attack("aa-paper", EPS, aa_steps=3)
@@ -176,6 +179,7 @@ def test_rand_version_uses_eot_on_a_randomised_defense(classifier, batch):
     assert aa.build("apgd-ce").draws_for(rn) == 3 and aa.build("apgd-ce").draws_for(classifier) == 1
 
 
+@pytest.mark.slow
 def test_black_box_beats_white_box_flag(classifier, batch):
     """Done-when: a model whose forward quantises its input (no straight-through gradient) fires the flag; the
     honest model does not."""
@@ -195,6 +199,7 @@ def test_black_box_beats_white_box_flag(classifier, batch):
     assert sanity.output_range(torch.randn(4, 10) * 5)["passed"] is True
 
 
+@pytest.mark.slow
 def test_grid_autoattack_records_stages_and_eval_draws(tmp_path):
     """The grid: autoattack's record holds the stages and the sidecar who broke each sample; --eval-draws adds
     per-draw and all-draws accuracies (all-draws <= single draw); the rand version runs adaptive with EOT."""
@@ -235,6 +240,7 @@ def test_grid_autoattack_records_stages_and_eval_draws(tmp_path):
     assert "## Randomised defenses: re-drawn evaluation" in md and "## AutoAttack stages" in md
 
 
+@pytest.mark.slow
 def test_eval_draws_on_a_folder_run_without_them_gives_the_draws(tmp_path):
     """Re-running a finished folder with --eval-draws 3 must not hand back the single-draw records (nor adaptive
     chunks without draws) as the answer: every record then carries the 3 draws, and the summary line says so."""
@@ -315,64 +321,32 @@ def test_attack_args_reach_autoattack_and_bad_values_fail_up_front(tmp_path):
         EvalConfig(output=str(tmp_path), attacks=["square"], attack_args={"square": {"queries": "abc"}}).validate()
 
 
-def test_paper_preset_runs_aa_paper_at_4_255_only():
-    from counterclip.evaluation.config import PRESETS
+def test_the_paper_presets_run_config_reaches_the_run(tmp_path):
+    """`eval --preset paper`, shrunk to the embedded model, a 10-image EuroSAT tree and one-step attacks: the
+    records show that the preset's attacks, budgets (aa-paper at 4/255 only), step size, image pipeline and
+    prompt style are what ran."""
+    from PIL import Image
 
-    p = PRESETS["paper"]
-    assert "aa-paper" in p["attacks"] and p["attack_eps"] == {"aa-paper": ["4/255"]}
+    from counterclip.cli import main
+    from counterclip.data import paper
+
+    for i, c in enumerate(paper.load_metadata("eurosat")["raw_classes"]):
+        (tmp_path / "eurosat" / "2750" / c).mkdir(parents=True)
+        Image.new("RGB", (64, 48), (25 * i, 255 - 25 * i, 128)).save(tmp_path / "eurosat" / "2750" / c / "a.jpg")
+    out = tmp_path / "out"
+    with pytest.warns(UserWarning, match="allow-partial"):
+        assert main(["eval", "--preset", "paper", "--model", "tiny-fmnist", "--dataset", "eurosat", "--data-root",
+                     str(tmp_path), "--allow-partial", "--defense", "none", "--steps", "1", "--aa-steps", "1",
+                     "--limit", "4", "--batch-size", "4", "--output", str(out)]) == 0
+    recs = [json.loads(p.read_text()) for p in (out / "eurosat").glob("*.json")]
+    ran = sorted((r["attack"]["name"], r["attack"]["eps_str"]) for r in recs)
+    assert ran == [("aa-paper", "4/255"), ("cw", "1/255"), ("cw", "4/255"), ("pgd", "1/255"), ("pgd", "4/255")]
+    assert {r["attack"].get("step_size_str") for r in recs if r["attack"]["name"] != "aa-paper"} == {"1/255"}
+    assert [r["attack"]["components"] for r in recs if r["attack"]["name"] == "aa-paper"] == [["apgd-ce", "apgd-dlr"]]
+    assert {(r["preprocess"], r["prompts"]) for r in recs} == {("Resize(256)+CenterCrop(224)", "reference")}
 
 
 # ---- dev-only yardsticks ------------------------------------------------------------------------------------
-
-def _dev_full():
-    if not os.environ.get("COUNTERCLIP_DEV_FULL"):
-        pytest.skip("full-budget yardstick comparison: set COUNTERCLIP_DEV_FULL=1 (minutes on a CPU)")
-
-
-def test_apgd_t_and_square_against_torchattacks(classifier, batch):
-    _dev_full()
-    torchattacks = pytest.importorskip("torchattacks")
-    x, y = batch
-    ours_t = wrong(classifier, APGDT(EPS, steps=20)(classifier, x, y, gens(range(64), "t")), y).sum()
-    ta_t = torchattacks.APGDT(classifier, eps=EPS, steps=20, n_restarts=1, n_classes=10, seed=0)
-    theirs_t = wrong(classifier, ta_t(x, y), y).sum()
-    ours_s = wrong(classifier, Square(EPS, queries=300)(classifier, x, y, gens(range(64), "s")), y).sum()
-    ta_s = torchattacks.Square(classifier, eps=EPS, n_queries=300, resc_schedule=False, seed=0)
-    theirs_s = wrong(classifier, ta_s(x, y), y).sum()
-    print(f"fooled of 64: APGD-T-20 ours {ours_t} torchattacks {theirs_t}; Square-300 ours {ours_s} "
-          f"torchattacks {theirs_s}")
-    assert ours_t >= theirs_t - 1 and ours_s >= theirs_s - 1
-
-
-def _autoattack_src():
-    src = os.environ.get("COUNTERCLIP_AUTOATTACK_SRC")
-    if src and src not in sys.path:
-        sys.path.insert(0, src)
-    return pytest.importorskip("autoattack", reason="AutoAttack source absent (set COUNTERCLIP_AUTOATTACK_SRC)")
-
-
-def test_autoattack_standard_full_budget_against_the_autoattack_source(classifier, batch):
-    """Done-when (dev-only): AutoAttack standard at 4/255, full budget, on 64 embedded-model images: never
-    weaker than any component per sample, and within 1 sample in 64 of AutoAttack's own result."""
-    _dev_full()
-    ref_pkg = _autoattack_src()
-    x, y = batch
-    ours = AutoAttack(EPS, version="standard")
-    names = ours.component_names(classifier.num_classes)
-    g = lambda: {n: gens(range(64), f"attack:{n}") for n in names + ["clean"]}  # noqa: E731
-    w_ours = wrong(classifier, ours(classifier, x, y, g()), y)
-    alone = {}
-    for n in names:
-        w = wrong(classifier, ours.build(n)(classifier, x, y, g()[n]), y)
-        alone[n] = int(w.sum())
-        assert not (w & ~w_ours).any(), n
-    ref = ref_pkg.AutoAttack(classifier, norm="Linf", eps=EPS, version="standard", seed=0, device="cpu",
-                             verbose=False)
-    w_ref = wrong(classifier, ref.run_standard_evaluation(x, y, bs=64), y)
-    print(f"AutoAttack standard 4/255 on 64 images, robust: ours {64 - int(w_ours.sum())} (stages "
-          f"{ours.last_stages}), AutoAttack source {64 - int(w_ref.sum())}; components alone, fooled: {alone}")
-    assert abs(int(w_ours.sum()) - int(w_ref.sum())) <= 1
-
 
 def test_a_two_class_dataset_never_aborts_the_grid(tmp_path, fmnist_test):
     """apgd-dlr / apgd-t alone are skipped with one line on a 2-class task; aa-paper runs APGD-CE only."""
@@ -413,6 +387,7 @@ class QuantisingDefense(Defense):
         return classifier(torch.round(x * 16) / 16)
 
 
+@pytest.mark.slow
 def test_grid_flags_black_box_beating_white_box_through_a_masked_defense(tmp_path):
     """Done-when at the grid level: adaptive AutoAttack through the masked defense flags it in the record and in
     the summary line; the honest undefended model's record does not."""
@@ -429,22 +404,7 @@ def test_grid_flags_black_box_beating_white_box_through_a_masked_defense(tmp_pat
     assert any("FLAGGED" in line and "black_box_beats_white_box" in line for line in lines)
 
 
-def test_fab_t_agrees_per_sample_with_the_autoattack_source(classifier, batch):
-    """Dev-only: FAB-T (one restart: deterministic) against the AutoAttack source's FABAttack_PT, same images and
-    budget: the same samples fooled, the same points to float precision."""
-    ref_pkg = _autoattack_src()
-    from autoattack.fab_pt import FABAttack_PT
-
-    x, y = batch
-    ours = FAB(EPS, steps=20, targeted=True, n_target_classes=3)(classifier, x, y)
-    ref = FABAttack_PT(classifier, norm="Linf", n_restarts=1, n_iter=20, eps=EPS, seed=0, targeted=True,
-                       n_target_classes=3, device="cpu").perturb(x, y)
-    a, b = wrong(classifier, ours, y), wrong(classifier, ref, y)
-    print(f"FAB-T-20 (3 targets) 4/255 on 64 images, fooled: ours {int(a.sum())}, AutoAttack source {int(b.sum())}")
-    assert ref_pkg is not None and torch.equal(a, b)
-    assert (ours - ref)[a & b].abs().max() < 1e-5
-
-
+@pytest.mark.slow
 def test_adaptive_autoattack_uses_eot_through_a_randomised_defense_in_every_version(tmp_path):
     """Through a randomised defense every version's APGD components average gradients over --eot-samples draws
     (not only rand's); a deterministic defense keeps one draw, and the records' configs say which."""

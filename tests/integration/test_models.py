@@ -1,7 +1,5 @@
 """The ClipModel contract on the embedded model, and load_model's errors (unknown names, missing tags, offline)."""
 
-import time
-
 import pytest
 import torch
 
@@ -97,19 +95,18 @@ def test_open_clip_unknown_tag():
 
 
 @pytest.fixture
-def empty_hub_cache(tmp_path, monkeypatch):
-    """Weights are never found in a cache, and never downloaded: without network (this machine) the real
-    offline path runs; with network, HF_HUB_OFFLINE=1 (honoured at call time) keeps the test off the wire."""
+def empty_hub_cache(tmp_path, monkeypatch, connections):
+    """Weights are never in the cache and the network never answers (``connections`` refuses every attempt),
+    on any machine: the real no-network path runs, and ``connections`` counts what it tried."""
     from huggingface_hub import constants
 
-    from counterclip.models.openclip_backend import _hub_reachable
-
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    if _hub_reachable(constants.ENDPOINT, 3.0):
-        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)  # the reachability probe decides, as for a user without network
+    return connections
 
 
-def _one_clear_error(exc_info, elapsed):
+def _one_clear_error(exc_info, connections):
     e = exc_info.value
     assert type(e) is CounterclipError
     assert e.__cause__ is None and e.__suppress_context__  # one error, not a chain of library tracebacks
@@ -117,22 +114,22 @@ def _one_clear_error(exc_info, elapsed):
     assert "\n" not in msg
     assert "HF_HOME" in msg or "HF_HUB_CACHE" in msg  # how to pre-fill the cache
     assert "--pretrained PATH" in msg  # how to pass a local file
-    assert elapsed < 30, f"took {elapsed:.0f}s: retrying an unreachable hub instead of failing fast"
+    # one reachability probe, then the hub client offline: huggingface_hub's own retries would try again and
+    # again with backoff (minutes without network)
+    assert len(connections) == 1, connections
 
 
 def test_offline_tag_fails_fast_with_instructions(empty_hub_cache):
-    t0 = time.monotonic()
     with pytest.raises(CounterclipError) as info:
         counterclip.load_model("ViT-B-32", pretrained="openai")
-    _one_clear_error(info, time.monotonic() - t0)
+    _one_clear_error(info, empty_hub_cache)
     assert "ViT-B-32" in str(info.value)
 
 
 def test_offline_hf_hub_id_fails_fast(empty_hub_cache):
-    t0 = time.monotonic()
     with pytest.raises(CounterclipError) as info:
         counterclip.load_model("hf-hub:timm/does-not-exist")
-    _one_clear_error(info, time.monotonic() - t0)
+    _one_clear_error(info, empty_hub_cache)
     assert "timm/does-not-exist" in str(info.value)
 
 
