@@ -61,23 +61,31 @@ class Registry(Generic[T]):
         self._aliases: dict[str, str] = {}
 
     # -- registering -----------------------------------------------------------------------------------------
-    def register(self, name: str, *aliases: str, fixed: dict | None = None, **meta) -> Callable[[T], T]:
-        """Decorator: ``@REG.register("word", "alias", fixed={...}, paper="...")``."""
+    def register(self, name: str, *aliases: str, fixed: dict | None = None, before: str | None = None,
+                 **meta) -> Callable[[T], T]:
+        """Decorator: ``@REG.register("word", "alias", fixed={...}, summary="...")``."""
 
         def deco(target):
-            self.add(name, target, *aliases, fixed=fixed, **meta)
+            self.add(name, target, *aliases, fixed=fixed, before=before, **meta)
             return target
 
         return deco
 
-    def add(self, name: str, target, *aliases: str, fixed: dict | None = None, **meta) -> Entry:
-        """Register ``target`` (a class, a factory, or a lazy ``"pkg.mod:attr"`` string) under ``name``."""
+    def add(self, name: str, target, *aliases: str, fixed: dict | None = None, before: str | None = None,
+            **meta) -> Entry:
+        """Register ``target`` (a class, a factory, or a lazy ``"pkg.mod:attr"`` string) under ``name``; the
+        order of registration is the order of help lists and reports, unless ``before`` names an entry to
+        precede (a baseline listed before the method it derives from, whose module it imports)."""
         key = name.lower()
         for n in (key, *(a.lower() for a in aliases)):
             if n in self._entries or n in self._aliases:
                 raise ValueError(f"{self.kind} {n!r} is registered twice")
         entry = Entry(key, target, tuple(a.lower() for a in aliases), dict(fixed or {}), meta)
         self._entries[key] = entry
+        if before is not None:
+            names = [n for n in self._entries if n != key]
+            names.insert(names.index(self.canonical(before)), key)
+            self._entries = {n: self._entries[n] for n in names}
         for a in entry.aliases:
             self._aliases[a] = key
         return entry

@@ -67,3 +67,9 @@ def test_a_name_registered_twice_is_refused():
     reg, Shape = make()
     with pytest.raises(ValueError, match="registered twice"):
         reg.add("circle", Shape)
+
+
+def test_before_places_an_entry_ahead_of_the_one_it_derives_from():
+    reg, Shape = make()
+    reg.add("dot", Shape, before="round")
+    assert reg.names() == ["square", "dot", "round", "lazy"]

@@ -11,7 +11,7 @@ import line below (the order of these lines is the order of ``--help``, the repo
 from __future__ import annotations
 
 from .base import DEFENSES, Defended, Defense, NoDefense
-from .random_noise import RandomNoise  # registers ttc (its base) before rn
+from .random_noise import RandomNoise  # imports ttc (its base); rn is listed before it (before="ttc")
 from .ttc import TTC, step_weights
 from .tte import TTE
 from .anti_adversary import AntiAdversary

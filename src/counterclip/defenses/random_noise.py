@@ -7,7 +7,8 @@ from .base import DEFENSES
 from .ttc import TTC
 
 
-@DEFENSES.register("rn", summary="RN: TTC's random start alone, no counterattack (the TTC paper's baseline)")
+@DEFENSES.register("rn", before="ttc",
+                   summary="RN: TTC's random start alone, no counterattack (the TTC paper's baseline)")
 class RandomNoise(TTC):
     """``RandomNoise(eps=4/255, norm="linf")``: uniform noise in the eps-ball (clipped to [0,1]), then classify.
 
