@@ -221,7 +221,7 @@ def check_adaptive_args(name: str, args: dict) -> None:
     ADAPTIVE.check(name, args, reserved=_ADAPTIVE_RESERVED, kind="attack")
     try:
         build_adaptive(name, 1 / 255, **args)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, CounterclipError) as e:  # the registry's line names the attack
         shown = ", ".join(f"{name}.{k}={v!r}" for k, v in args.items())
         raise CounterclipError(f"--attack-arg {shown}: {e}") from None
 

@@ -36,8 +36,10 @@ def test_a_failure_on_one_rank_fails_the_cell_everywhere_without_a_hang(tmp_path
                         "none,bad_rank:NaNOnRank1", "--limit", "8", "--batch-size", "4", "--output", str(out)],
                        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert r.returncode != 0  # each rank exits 3; torchrun reports that its workers failed
-    lines = [ln for ln in r.stdout.splitlines() if "bad_rank:NaNOnRank1 failed the finite logits check on 1 of 4" in ln]
-    assert len(lines) >= 3, r.stdout[-3000:] + r.stderr[-3000:]  # both ranks when it happens, and the summary
+    # both ranks when it happens, and the summary; counted as occurrences, not lines: the two ranks write to one
+    # pipe at the same moment and their lines can run together
+    said = r.stdout.count("bad_rank:NaNOnRank1 failed the finite logits check on 1 of 4")
+    assert said >= 3, r.stdout[-3000:] + r.stderr[-3000:]
     assert "Traceback" not in r.stdout
     recs = [json.loads(p.read_text()) for p in out.glob("fashion-mnist/*.json")]
     assert [rec["defense"]["name"] for rec in recs] == ["none"]

@@ -97,6 +97,8 @@ def _target(target, args: tuple):
     grid passes), ``(classifier, x, y)`` (an undefended target: the attack is PGD) or
     ``(defense, classifier, x, y)``; positional ``generator`` and ``x_init`` may follow."""
     if isinstance(target, Defended):
+        if args and not isinstance(args[0], torch.Tensor):  # the older (Defended, classifier or None, x, y)
+            return target.defense, args[0] or target.classifier, args[1:]
         return target.defense, target.classifier, args
     if target is None or isinstance(target, Defense):
         return (NoDefense() if target is None else target), args[0], args[1:]

@@ -81,7 +81,7 @@ class EvalConfig:
     def validate(self) -> "EvalConfig":
         from ..attacks import ATTACKS
         from ..defenses import DEFENSES
-        from ..errors import UnknownNameError
+        from ..errors import CounterclipError, UnknownNameError
 
         if self.precision not in PRECISIONS:
             raise UnknownNameError("precision", self.precision, PRECISIONS)
@@ -130,7 +130,7 @@ class EvalConfig:
 
                 try:
                     build_attack(a, 1 / 255, **args)
-                except (ValueError, TypeError) as e:
+                except (ValueError, TypeError, CounterclipError) as e:  # the registry's line names the attack
                     shown = ", ".join(f"{a}.{k}={v!r}" for k, v in args.items())
                     raise ValueError(f"--attack-arg {shown}: {e}") from None
         if self.threat_model not in THREAT_MODELS:
