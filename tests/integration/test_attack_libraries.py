@@ -5,19 +5,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import ttc_module as _ttc_module
+
 from counterclip.defenses import TTC, TTE, Defended, Defense
 
-EPS = 4 / 255
 MODES = ("auto", "bpda", "full", False)
-
-
-def _ttc_module(classifier, mode):
-    return Defended(TTC(tau_thres=float("inf")), classifier, differentiable=mode,
-                    generator=torch.Generator().manual_seed(0))
-
-
-def _in_ball(x_adv, x):
-    return (x_adv - x).abs().max() <= EPS + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
 
 
 @pytest.mark.slow

@@ -13,7 +13,6 @@ import torch
 from torch import nn
 
 import counterclip
-from counterclip import rng
 from counterclip.attacks import build_attack
 from counterclip.attacks.apgd import APGD, APGDT
 from counterclip.attacks.autoattack import AutoAttack
@@ -22,16 +21,7 @@ from counterclip.attacks.square import Square, p_selection
 from counterclip.defenses import Defense
 from counterclip.evaluation import sanity
 
-EPS = 4 / 255
-
-
-def gens(idx, stream):
-    return rng.per_sample_generators(0, "fashion-mnist", list(idx), stream)
-
-
-def wrong(model, x, y):
-    with torch.no_grad():
-        return model(x).argmax(-1) != y
+from helpers import EPS, gens, wrong  # noqa: E402
 
 
 class Counting(nn.Module):

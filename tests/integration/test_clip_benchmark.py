@@ -5,30 +5,21 @@ import csv
 import json
 
 import pytest
+from helpers import records, small_grid_run
 
 from counterclip.cli import main
 from counterclip.data import get_dataset
 from counterclip.data.aliases import canonical
 from counterclip.evaluation.clip_benchmark import pretrained_label
-from counterclip.evaluation.config import EvalConfig
-from counterclip.evaluation.grid import GridRunner
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("cb")
-    cfg = EvalConfig(output=str(out), datasets=["fashion_mnist"], attacks=["none", "pgd"], eps=["4/255"], steps=1,
-                     defenses=["none", "rn"], limit=8, batch_size=8, seed=0, probe_size=4)
-    GridRunner(cfg, log=lambda *a: None).run()
-    return out
-
-
-def _records(run_dir):
-    return [json.loads(p.read_text()) for p in sorted((run_dir / "fashion-mnist").glob("*.json"))]
+    return small_grid_run(tmp_path_factory.mktemp("cb"))
 
 
 def test_records_carry_clip_benchmark_fields(run_dir):
-    recs = _records(run_dir)
+    recs = records(run_dir)
     assert len(recs) == 4  # a CLIP_benchmark id (fashion_mnist) ran as our key
     for r in recs:
         assert r["dataset"] == "fashion-mnist"
@@ -48,7 +39,7 @@ def test_counterclip_build_flattens_records_recursively(run_dir, tmp_path, capsy
         assert col in rows[0], col
     by_key = {(r["attack"], r["defense"]): r for r in rows}
     assert set(by_key) == {("none", "none"), ("none", "rn"), ("pgd", "none"), ("pgd", "rn")}
-    rec = {(r["attack"]["name"], r["defense"]["name"]): r for r in _records(run_dir)}
+    rec = {(r["attack"]["name"], r["defense"]["name"]): r for r in records(run_dir)}
     for key, row in by_key.items():
         assert float(row["acc1"]) == rec[key]["metrics"]["acc1"]
     assert main(["build", str(tmp_path / "nothing"), "--output", str(out)]) == 2  # one-line error

@@ -3,21 +3,9 @@ absent) and AutoAttack's own source (set COUNTERCLIP_AUTOATTACK_SRC to a checkou
 install it). Plain autograd is checked in tests/integration/test_attack_libraries.py."""
 
 import pytest
-import torch
+from helpers import EPS, in_ball as _in_ball, ttc_module as _ttc_module
 
-from counterclip.defenses import TTC, Defended
-
-EPS = 4 / 255
 MODES = ("auto", "bpda", "full", False)
-
-
-def _ttc_module(classifier, mode):
-    return Defended(TTC(tau_thres=float("inf")), classifier, differentiable=mode,
-                    generator=torch.Generator().manual_seed(0))
-
-
-def _in_ball(x_adv, x):
-    return (x_adv - x).abs().max() <= EPS + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
 
 
 def test_torchattacks_pgd_and_apgd_in_every_mode(classifier, batch):

@@ -9,22 +9,12 @@ import os
 import pytest
 import torch
 
-from counterclip import rng
 from counterclip.attacks.apgd import APGDT
 from counterclip.attacks.autoattack import AutoAttack
 from counterclip.attacks.fab import FAB
 from counterclip.attacks.square import Square
 
-EPS = 4 / 255
-
-
-def gens(idx, stream):
-    return rng.per_sample_generators(0, "fashion-mnist", list(idx), stream)
-
-
-def wrong(model, x, y):
-    with torch.no_grad():
-        return model(x).argmax(-1) != y
+from helpers import EPS, gens, wrong  # noqa: E402
 
 
 def _dev_full():
