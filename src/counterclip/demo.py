@@ -100,5 +100,5 @@ def run_demo(limit: int = 2000, batch_size: int = 250, seed: int = 0, device="cp
         log(f"Here attacked images have HIGHER mean tau than clean ones ({', '.join(higher)}): the paper's "
             "'false stability' does not hold on this small model, so the auto gate rarely fires on them.")
     log(f"Finished in {time.time() - t0:.0f} s. Attacks that target TTC itself: "
-        "counterclip eval --threat-model both (see README).")
+        "counterclip eval --threat-model both (docs/embedded-model.md).")
     return results
