@@ -16,6 +16,7 @@ The records and cache keys of a plugin carry its import path and its arguments.
 from __future__ import annotations
 
 import ast
+import difflib
 import functools
 import importlib
 import inspect
@@ -32,7 +33,9 @@ _WORDS = {"true": True, "false": False, "none": None, "null": None, "inf": math.
 
 def is_plugin(name) -> bool:
     """``pkg.module:ClassName``: a class to import, not a built-in word."""
-    return isinstance(name, str) and ":" in name and not name.startswith(("hf:", "hf-hub:", "local-dir:"))
+    from .registry import is_import_path
+
+    return is_import_path(name)
 
 
 def load_class(spec: str, kind: str):
@@ -130,7 +133,9 @@ def check_args(cls, args: dict, kind: str, label: str, reserved=()) -> None:
     valid = [n for n in names if n not in reserved]
     for key in args:
         if key not in valid:
-            raise CounterclipError(f"unknown argument {key!r} for {kind} {label} ({cls.__name__}); valid: "
+            close = difflib.get_close_matches(key, valid, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise CounterclipError(f"unknown argument {key!r} for {kind} {label} ({cls.__name__}){hint}; valid: "
                                    f"{', '.join(valid) or '(none)'}")
 
 

@@ -172,17 +172,9 @@ class Registry(Generic[T]):
     def check(self, name: str, kwargs: dict, reserved=(), kind: str | None = None) -> None:
         """Raise one line for a keyword ``name`` does not take (``reserved``: set by the caller, not the user;
         ``kind``: how the message names the kind, default the registry's)."""
-        params, var_kw = self.parameters(name)
-        if var_kw:
-            return
-        valid = [p for p in params if p not in reserved]
-        for key in kwargs:
-            if key not in valid:
-                close = difflib.get_close_matches(key, valid, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                cls = getattr(self.resolve(name), "__name__", "")
-                raise CounterclipError(f"unknown argument {key!r} for {kind or self.kind} {name} ({cls}){hint}; valid: "
-                                       f"{', '.join(valid) or '(none)'}")
+        from .plugins import check_args
+
+        check_args(self.resolve(name), kwargs, kind or self.kind, name, (*reserved, *self.entry(name).fixed))
 
     def build(self, name: str, /, *args, offered: dict | None = None, **kwargs) -> T:
         """``name``'s class called with ``*args`` and ``kwargs`` (checked against its signature), plus those of

@@ -101,11 +101,6 @@ def checker(ctx, idx) -> validate.BatchCheck:
     return validate.BatchCheck(ctx.cfg.on_invalid, idx, ctx.clf.num_classes, ctx.name)
 
 
-def attack_generators(ctx, attack, idx, stream: str):
-    """Per-sample streams (a dict per component for a composed attack; composite.py)."""
-    return composite.attack_generators(ctx, attack, idx, stream)
-
-
 def attack_inputs(ctx, attack, target, x, y, gens, check, method, x_init=None):
     """The attack's output, checked as it returned it, then as every reader will see it: fp16 perturbation,
     re-projected."""
@@ -154,7 +149,7 @@ def oblivious_cell(ctx, store: ChunkStore, folder: Path, attack) -> tuple[dict, 
     def compute(cs, ce):
         x, y, idx = ctx.batch(cs, ce)
         chk = checker(ctx, idx)
-        gens = attack_generators(ctx, attack, idx, "attack:{name}:{eps}")
+        gens = composite.attack_generators(ctx, attack, idx, "attack:{name}:{eps}")
         delta, x_adv = attack_inputs(ctx, attack, ctx.clf, x, y, gens, chk, method)
         out = {"delta": delta.cpu(), "tau_adv": tau_of(ctx, x_adv, idx)}
         if composed:
@@ -192,7 +187,7 @@ def adaptive_cell(ctx, store: ChunkStore, folder: Path, label: str, attack, targ
         x, y, idx = ctx.batch(cs, ce)
         chk = checker(ctx, idx)
         x_init = saved_point(ctx, init[0], init[1], x, cs, ce) if init is not None else None
-        gens = attack_generators(ctx, attack, idx, stream)
+        gens = composite.attack_generators(ctx, attack, idx, stream)
         _, x_adv = attack_inputs(ctx, attack, target, x, y, gens, chk, label, x_init)
         x_adv = serialise(x, x_adv, attack.eps, ctx.cfg.quantize)
         with torch.no_grad():

@@ -32,11 +32,6 @@ class Cell:
     mode: str | None = None  # adaptive: the defense's differentiable mode a composed attack goes through
     extends: str | None = None  # adaptive: the oblivious attack whose point it takes as a candidate
 
-    @property
-    def label(self) -> str:
-        """The name its records carry (``autoattack-full`` for AutoAttack through a defense's full mode)."""
-        return f"{self.attack}-{self.mode}" if self.mode else self.attack
-
 
 @dataclass
 class Plan:

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from .. import __version__
+from ..budgets import parse_eps
 from ..defenses import TTC, Defended
 from ..defenses.base import for_dataset
 from . import execute, factory, keys, validate
@@ -124,7 +125,7 @@ class GridRunner:
                                                    self.model.encode_image, self.device, gate)
         defenses = {d: for_dataset(factory.defense_for(cfg, d, self.tau_encoder, calibrate), ctx.name)
                     for d in cfg.defenses}
-        keys.finish_base_key(ctx.base_key, cfg.quantize, factory.parse_eps(cfg.ttc_eps), self.tau_encoder is not None)
+        keys.finish_base_key(ctx.base_key, cfg.quantize, parse_eps(cfg.ttc_eps), self.tau_encoder is not None)
         ctx.tau_ttc = TTC(eps=cfg.ttc_eps, tau_thres=float("inf"), tau_encoder=self.tau_encoder)
         ctx.clean = execute.clean_cell(ctx, self.store, keys.clean_folder(ctx.state, ctx.base_key))
         clean = {}
