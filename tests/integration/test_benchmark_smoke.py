@@ -5,11 +5,12 @@ from pathlib import Path
 
 import torch
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "ttc_throughput.py"
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("ttc_throughput_bench", BENCH)
+def _load(script: str = "ttc_throughput"):
+    """A benchmark script as a module (they are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"{script}_bench", BENCHMARKS / f"{script}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -40,9 +41,7 @@ def test_ttc_throughput_benchmark_smoke(tmp_path, classifier):
 
 
 def test_defense_throughput_benchmark_smoke(tmp_path, classifier):
-    spec = importlib.util.spec_from_file_location("defense_throughput_bench", BENCH.parent / "defense_throughput.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _load("defense_throughput")
     out_file = tmp_path / "BENCHMARKS.md"
     threads = torch.get_num_threads()
     try:
@@ -58,9 +57,7 @@ def test_defense_throughput_benchmark_smoke(tmp_path, classifier):
 
 
 def test_grid_validation_benchmark_smoke(tmp_path):
-    spec = importlib.util.spec_from_file_location("grid_validation_bench", BENCH.parent / "grid_validation.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _load("grid_validation")
     out_file = tmp_path / "BENCHMARKS.md"
     threads = torch.get_num_threads()
     try:
