@@ -123,7 +123,7 @@ def gate_summary(defense, clean_pass, adv_pass) -> dict | None:
 def gradient_choice(defense, attack) -> str:
     """How an adaptive attack's gradient goes through ``defense`` (the straight-through / BPDA / EOT choices the
     defense documents), for its record."""
-    if getattr(attack, "name", "") in ("gate-aware", "tau-aware"):
+    if getattr(attack, "name", "") in GATE_ATTACKS:
         return (f"gate hinge on the defense's own gate score ({getattr(defense, 'gate_label', None) or 'gate_terms'}"
                 f", purified {defense.gate_purifies} the threshold), differentiated directly; lambdas swept per "
                 "image, best kept; EOT over the defense's randomness")

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from ..budgets import eps_str, parse_eps
 from ..defenses import Defended
 from . import sanity
+from .describe import GATE_ATTACKS
 from .validate import draws_differ
 
 
@@ -165,7 +166,7 @@ class Probes:
                 if eps == largest:
                     out["collapse"] = sanity.collapse(robust_acc, eps_str(eps))
         else:
-            mode = getattr(adaptive, "mode", "full") if adaptive.name not in ("tau-aware", "gate-aware") else None
+            mode = getattr(adaptive, "mode", "full") if adaptive.name not in GATE_ATTACKS else None
             out["gradients"] = self.grads(dname, defense, mode or "full")
             out.update(self.model_flags(dname, defense, mode or "full"))
             obl = [v for (a, e, d), v in self.history.obliv.items() if e == eps and d == dname]
