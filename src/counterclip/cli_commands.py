@@ -133,6 +133,9 @@ def register(sub, add_model_args, add_data_args) -> None:
     p.add_argument("--format", choices=["markdown", "latex"], default="markdown",
                    help="results.md, results.csv and figures are always written; latex adds results.tex "
                         "(booktabs tables; \\usepackage{booktabs})")
+    p.add_argument("--classes", action="append", metavar="NAME=CLASSES", default=None,
+                   help="also report the test images of these classes apart (repeatable), e.g. --classes seen=0-4 "
+                        "--classes unseen=5-9: each record restricted to the group, as the dataset 'DATASET [NAME]'")
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("demo", help="TTC on the embedded model: clean, attacked, attacked + TTC (a few minutes)")
@@ -189,7 +192,7 @@ def _cmd_report(args) -> int:
     from .report import build_report
 
     formats = ("markdown",) if args.format == "markdown" else ("markdown", args.format)
-    written = build_report(args.run_dir, args.out, formats=formats)
+    written = build_report(args.run_dir, args.out, formats=formats, class_groups=args.classes)
     for rel in sorted(written):
         print(written[rel])
     return 0

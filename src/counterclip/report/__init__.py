@@ -23,6 +23,7 @@ import math
 import warnings
 from pathlib import Path
 
+from .classes import add_class_groups, parse_class_groups
 from .records import Record, load_records, sort_records
 from .stats import auroc, find_duplicates, tau_auroc, tau_stats, worst_case, worst_cases
 from ..errors import UnknownNameError
@@ -97,10 +98,12 @@ def _worst_case_section(records: list[Record]) -> tuple[list[str], list, list[Ta
 FORMATS = ("markdown", "latex")
 
 
-def build_report(run_dir, out_dir=None, formats=("markdown",)) -> dict[str, Path]:
+def build_report(run_dir, out_dir=None, formats=("markdown",), class_groups=None) -> dict[str, Path]:
     """Write the report for the eval directory ``run_dir`` into ``out_dir`` (default ``run_dir``).
 
     ``formats``: results.md and the CSVs are always written; "latex" adds results.tex (booktabs tables).
+    ``class_groups``: ``{"seen": [0, 1, 2, 3, 4], ...}`` (or the CLI's ``["seen=0-4", ...]``) adds each record
+    restricted to each group's test images, reported as the dataset ``DATASET [group]`` (``classes.py``).
 
     Returns ``{path relative to out_dir: absolute Path}`` for every file written. Raises
     ``counterclip.errors.CounterclipError`` when ``run_dir`` holds no result record.
@@ -111,7 +114,10 @@ def build_report(run_dir, out_dir=None, formats=("markdown",)) -> dict[str, Path
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else run_dir
     problems: list[str] = []
-    records = sort_records(load_records(run_dir, skip_under=[out_dir / FIG_DIR], problems=problems))
+    if class_groups is not None and not isinstance(class_groups, dict):
+        class_groups = parse_class_groups(class_groups)
+    records = load_records(run_dir, skip_under=[out_dir / FIG_DIR], problems=problems)
+    records = sort_records(add_class_groups(records, class_groups or {}, problems))
     out_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
 

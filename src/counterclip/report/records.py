@@ -36,6 +36,11 @@ def is_excluded_from_average(dataset: str) -> bool:
     return re.sub(r"[^a-z0-9]", "", str(dataset).lower()) == "tinyimagenet"
 
 
+def is_class_group(dataset: str) -> bool:
+    """A ``DATASET [group]`` row of ``report --classes`` (``classes.py``): a subset of its dataset's images."""
+    return re.fullmatch(r".+ \[[^\]]+\]", str(dataset)) is not None
+
+
 def slug(text: str, max_len: int = 80) -> str:
     """A file-name-safe form of ``text``; a long one (a model label that carries run settings) keeps its start and
     a short hash of the whole, so names stay unique and below file systems' 255-byte limit."""

@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from .records import ATTACK_ORDER, DEFENSE_ORDER, THREAT_ORDER, Record, is_excluded_from_average, order_key
+from .records import ATTACK_ORDER, DEFENSE_ORDER, THREAT_ORDER, Record, is_class_group, is_excluded_from_average, order_key
 from .stats import TauStats, WorstCase, cell_key, mean_or_nan, wilson
 
 AVERAGE_NOTE = ("The average row is the mean over the datasets in the table, excluding TinyImageNet{marked} "
@@ -101,10 +101,10 @@ def accuracy_table_data(records: list[Record]) -> list[Table]:
                     invalid |= marked
                     for j, v in enumerate(vals):
                         row.append((pct_ci(v, r.n_samples) if r else pct(v)) + (" ⁴" if marked else ""))
-                        if not is_excluded_from_average(ds):
+                        if not is_excluded_from_average(ds) and not is_class_group(ds):
                             per_col.setdefault((d, j), []).append(v)
                 rows.append(row)
-            included = [ds for ds in datasets if not is_excluded_from_average(ds)]
+            included = [ds for ds in datasets if not is_excluded_from_average(ds) and not is_class_group(ds)]
             avg = ["**average**", f"{len(included)} dataset{'s' if len(included) != 1 else ''}"]
             partial = False
             for d in defenses:
@@ -118,9 +118,12 @@ def accuracy_table_data(records: list[Record]) -> list[Table]:
                     avg.append(f"**{text}**" if have else text)
             if included:
                 rows.append(avg)
-            has_tiny = len(included) < len(datasets)
+            has_tiny = any(is_excluded_from_average(ds) for ds in datasets)
             notes = [f"Accuracies in %, 95 % Wilson interval in brackets. {'¹ ' if has_tiny else ''}"
                      f"{AVERAGE_NOTE.format(marked=' (marked ¹)' if has_tiny else '')}."]
+            if any(is_class_group(ds) for ds in datasets):
+                notes.append("Rows `DATASET [group]` are that dataset's test images of the group's classes "
+                             "(report --classes), classified among all classes; they stay out of the average.")
             if partial:
                 notes.append("² this defense lacks some datasets: its average covers only the k/N datasets shown "
                              "and is not comparable with the other columns.")
