@@ -13,6 +13,7 @@ def _warmup(text: str):
 
 
 def register(sub, add_model_args) -> None:
+    from .data import INTERPOLATIONS
     from .finetune.checkpoint import FORMATS
     from .finetune.config import OPTIMIZERS, SELECT
     from .finetune.methods import KL_DIRECTIONS, METHODS, PMG_VARIANTS
@@ -42,6 +43,14 @@ def register(sub, add_model_args) -> None:
     g_d.add_argument("--download", action="store_true", default=None)
     g_d.add_argument("--prompts", choices=["clip", "reference"], default=None)
     g_d.add_argument("--template", default=None, help="the one prompt template, e.g. 'a photo of a {}.'")
+    g_d.add_argument("--refine-names", action=argparse.BooleanOptionalAction, default=None,
+                     help="lower-case class names and turn '_', '-', '/' into spaces (the TeCoA/PMG-AFT/RobustVLM "
+                          "codes' form; default: the preset's)")
+    g_d.add_argument("--image-size", type=int, default=None, help="crop size (default: the preset's, else the "
+                                                                  "model's input size)")
+    g_d.add_argument("--resize", type=int, default=None, help="resize the short side to this before the crop")
+    g_d.add_argument("--interpolation", choices=INTERPOLATIONS, default=None,
+                     help="resize filter (default: the preset's; ttc TeCoA/PMG-AFT bilinear, FARE bicubic)")
     g_d.add_argument("--classes", default=None, help="train on these class indices only, e.g. 0-4 or 0,2,7")
     g_d.add_argument("--limit", type=int, default=None, help="train on N images (picked with --seed)")
     g_t = p.add_argument_group("training")
@@ -68,7 +77,8 @@ def register(sub, add_model_args) -> None:
       help="tecoa: <Method>.pth.tar (TTC, RobustVLM); fare: <Method>.pt + _opt.pt; both")
     o("--save-every", type=int, default=None, help="write the resume state every N steps (default 50)")
     o("--select", choices=SELECT, default=None,
-      help="last weights, or the best held-out robust accuracy (10%% of each class kept out of training)")
+      help="last weights, or the best held-out robust accuracy (kept out of training: TinyImageNet TTC's "
+           "eval_files, else a seeded 10%% of each class)")
     o("--eval-limit", type=int, default=None, help="held-out images evaluated per epoch; 0 turns it off")
     o("--eval-eps", default=None, help="held-out PGD-10 budget (default: the preset's)")
     o("--weights-only", action="store_true", default=None, help="leave the optimiser state out of the checkpoint")
@@ -85,7 +95,8 @@ def _cmd_finetune(args) -> int:
             "device", "dataset", "data_root", "download", "prompts", "template", "classes", "limit", "epochs",
             "max_steps", "batch_size", "lr", "optimizer", "weight_decay", "warmup", "last_n_params", "eps",
             "steps", "step_size", "momentum", "seed", "format", "save_every", "select", "eval_limit", "eval_eps",
-            "weights_only", "tecoa_compat_keys", "overwrite", "threads")
+            "weights_only", "tecoa_compat_keys", "overwrite", "threads", "refine_names", "image_size", "resize",
+            "interpolation")
     settings = {k: getattr(args, k) for k in keys}
     settings["reference"] = args.reference or None
     if args.model is not None:

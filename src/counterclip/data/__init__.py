@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.data import Dataset
 
+from ..errors import UnknownNameError
 from ..registry import Registry
 from . import fashion_mnist, paper
 from .aliases import canonical
@@ -70,19 +71,36 @@ class TensorImages(Dataset):
         return self.x[i], int(self.y[i])
 
 
-def pil_transform(image_size: int, resize: int | None = None):
+INTERPOLATIONS = ("bilinear", "bicubic")  # the resize filters the references use (finetune.md section 1)
+
+
+def check_interpolation(interpolation: str) -> str:
+    if interpolation not in INTERPOLATIONS:
+        raise UnknownNameError("interpolation", interpolation, INTERPOLATIONS)
+    return interpolation
+
+
+def pil_transform(image_size: int, resize: int | None = None, interpolation: str = "bilinear"):
     """Resize(resize or image_size) + CenterCrop(image_size), RGB, to [0,1] (the paper uses 256 / 224, with
-    torchvision's default bilinear resize as the reference code does)."""
+    torchvision's default bilinear resize as the reference code does; FARE's RobustVLM code resizes bicubic)."""
     from torchvision import transforms as T
 
-    return T.Compose([T.Lambda(_to_rgb), T.Resize(resize or image_size), T.CenterCrop(image_size), T.ToTensor()])
+    mode = T.InterpolationMode(check_interpolation(interpolation))
+    return T.Compose([T.Lambda(_to_rgb), T.Resize(resize or image_size, interpolation=mode),
+                      T.CenterCrop(image_size), T.ToTensor()])
+
+
+def describe_transform(image_size: int, resize: int | None = None, interpolation: str = "bilinear") -> str:
+    """``LoadedDataset.preprocess``: the default (bilinear) reads as before, so existing cache keys hold."""
+    how = "" if interpolation == "bilinear" else f", {interpolation}"
+    return f"Resize({resize or image_size}{how})+CenterCrop({image_size})"
 
 
 def _to_rgb(im):  # a named function, not a lambda: DataLoader workers must pickle the transform
     return im.convert("RGB")
 
 
-def _fashion_mnist(split, data_root, download, image_size, resize, prompts="clip"):
+def _fashion_mnist(split, data_root, download, image_size, resize, prompts="clip", interpolation="bilinear"):
     ps = prompt_set("fashion-mnist", prompts)
     images, labels = fashion_mnist.load_arrays(split, data_root, download)
     ds = TensorImages(fashion_mnist.to_rgb_tensor(images), torch.from_numpy(labels))
@@ -90,21 +108,21 @@ def _fashion_mnist(split, data_root, download, image_size, resize, prompts="clip
                          preprocess="native 28x28 grayscale->RGB", prompts=prompts, source="embedded")
 
 
-def _imagefolder(split, data_root, download, image_size, resize, prompts="clip"):
+def _imagefolder(split, data_root, download, image_size, resize, prompts="clip", interpolation="bilinear"):
     from . import imagefolder
 
     if prompts != "clip":
         prompt_set("imagefolder", prompts)  # raises: class names come from the folders
 
-    ds, classnames = imagefolder.build(data_root, pil_transform(image_size, resize))
+    ds, classnames = imagefolder.build(data_root, pil_transform(image_size, resize, interpolation))
     return LoadedDataset("imagefolder", ds, classnames, ["a photo of a {}."], split,
-                         preprocess=f"Resize({resize or image_size})+CenterCrop({image_size})",
+                         preprocess=describe_transform(image_size, resize, interpolation),
                          extra={"data_root": str(data_root), "skipped_images": ds.skipped}, source="imagefolder")
 
 
-# dataset keys -> builders ``(split, data_root, download, image_size, resize, prompts=) -> LoadedDataset``; the
-# paper's datasets are data (paper.SPECS) with one builder each. ``wds/<name>`` mirrors and CLIP_benchmark's
-# ids (aliases.py, some of which name a mirror) are resolved before the registry is asked.
+# dataset keys -> builders ``(split, data_root, download, image_size, resize, prompts=, interpolation=) ->
+# LoadedDataset``; the paper's datasets are data (paper.SPECS) with one builder each. ``wds/<name>`` mirrors and
+# CLIP_benchmark's ids (aliases.py, some of which name a mirror) are resolved before the registry is asked.
 DATASETS: Registry = Registry("dataset", plugins=False)
 DATASETS.add("fashion-mnist", _fashion_mnist, summary="Fashion-MNIST test/train, embedded (Debian package)")
 DATASETS.add("imagefolder", _imagefolder, summary="any ImageFolder tree (--data-root)")
@@ -119,25 +137,28 @@ def list_datasets() -> list[str]:
 
 def get_dataset(name: str, split: str = "test", data_root=None, download: bool = False, image_size: int = 224,
                 resize: int | None = None, prompts: str = DEFAULT_PROMPTS,
-                allow_partial: bool = False) -> LoadedDataset:
+                allow_partial: bool = False, interpolation: str = "bilinear") -> LoadedDataset:
     """Load a registered dataset (or ``wds/<name>``, a webdataset mirror); a missing one fails with where it
     looked and how to get it, a registry dataset whose sample count is off fails unless ``allow_partial``.
 
     prompts: ``"clip"`` (curated class names, the default) or ``"reference"`` (exactly as the reference TTC
     code forms them, spec section 7; for ImageNet that drops class n03710637 and its images). A ``wds/<name>``
     mirror uses its own class names and templates. CLIP_benchmark's dataset ids (imagenet1k, pets, cars, flowers,
-    fgvc_aircraft, vtab/...) are aliases of the registry keys."""
+    fgvc_aircraft, vtab/...) are aliases of the registry keys. interpolation: the resize filter, ``"bilinear"``
+    (torchvision's default) or ``"bicubic"``; a dataset at its native size (fashion-mnist) is not resized."""
     from . import sources
 
+    check_interpolation(interpolation)
     key = name if name.lower().startswith("wds/") else canonical(name)  # vtab/caltech101 -> its mirror
     if key.lower().startswith("wds/"):
         check_style(prompts)
         return sources.mirror_dataset(key[len("wds/"):], split, data_root, download, image_size, resize,
-                                      allow_partial, prompts)
+                                      allow_partial, prompts, interpolation=interpolation)
     if key not in DATASETS:
         DATASETS.unknown(name, extra=["wds/<name>"])
     check_style(prompts)
     if key in paper.SPECS:
         return sources.registry_dataset(key, DATASETS.resolve(key), split, data_root, download, image_size, resize,
-                                        allow_partial, prompts)
-    return DATASETS.resolve(key)(split, data_root, download, image_size, resize, prompts=prompts)
+                                        allow_partial, prompts, interpolation=interpolation)
+    return DATASETS.resolve(key)(split, data_root, download, image_size, resize, prompts=prompts,
+                                 interpolation=interpolation)

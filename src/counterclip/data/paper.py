@@ -323,8 +323,9 @@ def _drop_classes(ds, native, drop: list[str]):
     return kept
 
 
-def build(key: str, split: str, data_root, download: bool, image_size: int, resize, prompts: str = "clip"):
-    from . import LoadedDataset, pil_transform
+def build(key: str, split: str, data_root, download: bool, image_size: int, resize, prompts: str = "clip",
+          interpolation: str = "bilinear"):
+    from . import LoadedDataset, describe_transform, pil_transform
     from .prompts import prompt_set
 
     spec = SPECS[key]
@@ -336,7 +337,7 @@ def build(key: str, split: str, data_root, download: bool, image_size: int, resi
     missing = [p for p in spec.needs(root, native) if not Path(p).exists()]
     if missing and not (download and spec.downloadable):
         raise DatasetNotFoundError(_missing_message(spec, root, missing, download))
-    transform = pil_transform(image_size, resize)
+    transform = pil_transform(image_size, resize, interpolation)
     try:
         if download:
             root.mkdir(parents=True, exist_ok=True)
@@ -369,14 +370,15 @@ def build(key: str, split: str, data_root, download: bool, image_size: int, resi
         extra["dropped_classes"] = list(ps["drop_classes"])
         extra["samples_before_drop"] = n_before_drop
     return LoadedDataset(key, ds, classnames, list(ps["templates"]), native,
-                         preprocess=f"Resize({resize or image_size})+CenterCrop({image_size})", extra=extra,
+                         preprocess=describe_transform(image_size, resize, interpolation), extra=extra,
                          prompts=prompts)
 
 
 def builder(key: str):
-    """A ``BUILDERS`` entry: ``(split, data_root, download, image_size, resize, prompts=) -> LoadedDataset``."""
-    def _build(split, data_root, download, image_size, resize, prompts="clip"):
-        return build(key, split, data_root, download, image_size, resize, prompts)
+    """A ``BUILDERS`` entry: ``(split, data_root, download, image_size, resize, prompts=, interpolation=) ->
+    LoadedDataset``."""
+    def _build(split, data_root, download, image_size, resize, prompts="clip", interpolation="bilinear"):
+        return build(key, split, data_root, download, image_size, resize, prompts, interpolation)
 
     _build.__name__ = f"_build_{key.replace('-', '_')}"
     return _build

@@ -22,6 +22,15 @@ PROMPT_STYLES = ("clip", "reference")
 DEFAULT_PROMPTS = "clip"
 
 
+def refine_classname(name: str) -> str:
+    """A class name as the TeCoA, PMG-AFT and RobustVLM training codes write it into their prompts: lower-cased,
+    with '_', '-' and '/' turned into spaces (finetune.md section 1)."""
+    name = name.lower()
+    for ch in "_-/":
+        name = name.replace(ch, " ")
+    return name
+
+
 def check_style(style: str) -> str:
     if style not in PROMPT_STYLES:
         raise UnknownNameError("prompt style", style, PROMPT_STYLES)

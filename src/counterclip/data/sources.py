@@ -26,7 +26,8 @@ def _templates(lines: list[str] | None, where) -> list[str]:
     return [check_template(t.replace("{c}", "{}"), str(where)) for t in lines]
 
 
-def _open_mirror(name: str, split: str, data_root, download: bool, image_size, resize, allow_partial: bool):
+def _open_mirror(name: str, split: str, data_root, download: bool, image_size, resize, allow_partial: bool,
+                 interpolation: str = "bilinear"):
     from . import pil_transform
 
     folder, how = wds.locate(name, split, data_root, download)
@@ -34,7 +35,7 @@ def _open_mirror(name: str, split: str, data_root, download: bool, image_size, r
     if split not in available:
         raise CounterclipError(f"dataset wds/{name}: the mirror copy {folder} has split(s) "
                                f"{', '.join(available) or 'none'}, not {split!r} (a partial copy?)")
-    ds = wds.WdsMirror(folder, split, pil_transform(image_size, resize), allow_partial=allow_partial)
+    ds = wds.WdsMirror(folder, split, pil_transform(image_size, resize, interpolation), allow_partial=allow_partial)
     if len(ds) == 0:
         raise CounterclipError(f"dataset wds/{name}: no samples in {folder / split} (every shard missing or empty)")
     classnames = wds.read_lines(folder / "classnames.txt")
@@ -56,16 +57,16 @@ def _mirror_info(name: str, folder, how: str, ds) -> dict:
 
 
 def mirror_dataset(name: str, split: str, data_root, download: bool, image_size, resize, allow_partial: bool,
-                   prompts: str = "clip"):
+                   prompts: str = "clip", interpolation: str = "bilinear"):
     """``--dataset wds/<name>``: the mirror as it is, with its own class names and templates; with
     ``prompts="reference"`` a registry dataset's mirror takes the reference code's (relabelled by name)."""
-    from . import LoadedDataset
+    from . import LoadedDataset, describe_transform
 
     if not wds.valid_name(name):  # it becomes a hub repo id and folder names under --output
         raise CounterclipError(f"dataset wds/{name}: not a mirror name (CLIP_benchmark's form: wds/cars, "
                                "wds/vtab/cifar10; letters, digits, '_', '-', '.', '/' between parts, no '..')")
     folder, how, ds, classnames = _open_mirror(name, split, data_root, download, image_size, resize,
-                                               allow_partial)
+                                               allow_partial, interpolation)
     templates = _templates(wds.read_lines(folder / "zeroshot_classification_templates.txt"),
                            folder / "zeroshot_classification_templates.txt")
     key = routes.registry_key_for(name)
@@ -89,7 +90,7 @@ def mirror_dataset(name: str, split: str, data_root, download: bool, image_size,
     else:
         extra["classnames_source"] = f"{folder / 'classnames.txt'} (the mirror's own)"
     return LoadedDataset(f"wds/{name}", ds, classnames, templates, split,
-                         preprocess=f"Resize({resize or image_size})+CenterCrop({image_size})", extra=extra,
+                         preprocess=describe_transform(image_size, resize, interpolation), extra=extra,
                          prompts=prompts, source=f"wds:{wds.repo_id(name)}")
 
 
@@ -134,14 +135,14 @@ def relabel_to_registry(key: str, ds, mirror_classnames: list[str], prompts: str
 
 
 def _mirror_for_registry(key: str, split: str, data_root, download: bool, image_size, resize,
-                         allow_partial: bool, prompts: str):
-    from . import LoadedDataset
+                         allow_partial: bool, prompts: str, interpolation: str = "bilinear"):
+    from . import LoadedDataset, describe_transform
     from .paper import default_data_root
 
     m = routes.mirror_of(key)
     name = m["dataset"][len("wds/"):]
     folder, how, ds, mirror_names = _open_mirror(name, m["split"], data_root, download, image_size, resize,
-                                                 allow_partial)
+                                                 allow_partial, interpolation)
     count = routes.check_count(f"dataset {key} (mirror {folder / m['split']})", len(ds),
                                routes.expected_count(key, "wds", m["split"]), allow_partial, ds.missing_shards)
     classnames, templates, names_source = relabel_to_registry(key, ds, mirror_names, prompts, m["repo"])
@@ -151,12 +152,12 @@ def _mirror_for_registry(key: str, split: str, data_root, download: bool, image_
     if not m["same_split_as_paper"]:
         extra["split_note"] = m["note"]
     return LoadedDataset(key, ds, classnames, templates, m["split"],
-                         preprocess=f"Resize({resize or image_size})+CenterCrop({image_size})", extra=extra,
+                         preprocess=describe_transform(image_size, resize, interpolation), extra=extra,
                          prompts=prompts, source=f"wds:{m['repo']}")
 
 
 def registry_dataset(key: str, build, split: str, data_root, download: bool, image_size, resize,
-                     allow_partial: bool, prompts: str = "clip"):
+                     allow_partial: bool, prompts: str = "clip", interpolation: str = "bilinear"):
     """A registry dataset by the best route that works here (see the module docstring)."""
     r = routes.route(key) or {}
     m = r.get("mirror")
@@ -164,7 +165,7 @@ def registry_dataset(key: str, build, split: str, data_root, download: bool, ima
     try:  # torchvision's download only where it works; otherwise a missing test layout falls to the mirror
         # (the mirror holds the test split only: other splits keep torchvision's download, fragile or not)
         data = build(split, data_root, download and (tv_works or m is None or split != "test"), image_size,
-                     resize, prompts=prompts)
+                     resize, prompts=prompts, interpolation=interpolation)
     except DatasetNotFoundError as e:
         if m is None or split != "test":
             raise
@@ -173,7 +174,8 @@ def registry_dataset(key: str, build, split: str, data_root, download: bool, ima
             raise DatasetNotFoundError(f"{e} Or use its webdataset mirror: pass --download (fetches "
                                        f"{m['repo']} into the Hugging Face cache) or put a copy at "
                                        f"{_root(data_root) / ('wds_' + wds.cleaned(name))}") from None
-        return _mirror_for_registry(key, split, data_root, download, image_size, resize, allow_partial, prompts)
+        return _mirror_for_registry(key, split, data_root, download, image_size, resize, allow_partial, prompts,
+                                    interpolation)
     data.source = "torchvision"
     found = data.extra.get("samples_before_drop", len(data))  # the reference ImageNet drops 50 images
     data.extra["count_check"] = routes.check_count(f"dataset {key} ({data.extra.get('data_root')})", found,

@@ -8,6 +8,7 @@ import hashlib
 import json
 
 from ..budgets import parse_eps, whole_number
+from ..data import check_interpolation
 from ..errors import CounterclipError, UnknownNameError
 from .checkpoint import FORMATS
 from .methods import resolve_method
@@ -22,12 +23,15 @@ DEFAULTS = {
     "last_n_params": None, "seed": 0, "device": "cpu", "format": "tecoa", "save_every": 50, "select": "last",
     "eval_limit": 512, "eval_eps": "4/255", "eval_steps": 10, "eval_step_size": "1/255", "weights_only": False,
     "tecoa_compat_keys": False, "image_size": None, "resize": None, "overwrite": False,
-    "threads": None,
+    "threads": None, "interpolation": "bilinear", "refine_names": False,
 }
 METHOD_OPTIONS = ("variant", "kl_direction", "clean_weight", "trades")  # None: the method's own default
 # settings that do not change the trained weights: a re-run may change them and still resume
 NOT_IN_KEY = ("output", "device", "save_every", "overwrite", "format", "weights_only", "tecoa_compat_keys",
               "threads", "eval_limit", "eval_eps", "eval_steps", "eval_step_size", "download", "data_root")
+# settings added after runs were started: at these values they are left out of the resume key, so a run begun
+# before they existed (which trained with exactly these values) still resumes
+KEY_ONLY_IF_NOT = {"interpolation": "bilinear", "refine_names": False}
 
 
 def resolve(output, method: str = "tecoa", preset: str = "toy", **given) -> dict:
@@ -52,6 +56,8 @@ def resolve(output, method: str = "tecoa", preset: str = "toy", **given) -> dict
         raise UnknownNameError("optimizer", cfg["optimizer"], OPTIMIZERS)
     if cfg["format"] not in FORMATS:
         raise UnknownNameError("checkpoint format", cfg["format"], FORMATS)
+    check_interpolation(cfg["interpolation"])
+    cfg["refine_names"] = bool(cfg["refine_names"])
     if cfg["select"] not in SELECT:
         raise UnknownNameError("selection", cfg["select"], SELECT)
     if cfg["select"] == "heldout" and cfg["eval_limit"] == 0:
@@ -60,5 +66,6 @@ def resolve(output, method: str = "tecoa", preset: str = "toy", **given) -> dict
 
 
 def resume_key(cfg: dict) -> str:
-    kept = {k: v for k, v in sorted(cfg.items()) if k not in NOT_IN_KEY}
+    kept = {k: v for k, v in sorted(cfg.items())
+            if k not in NOT_IN_KEY and not (k in KEY_ONLY_IF_NOT and v == KEY_ONLY_IF_NOT[k])}
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]

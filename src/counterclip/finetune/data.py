@@ -1,11 +1,13 @@
-"""What a fine-tuning run trains and selects on: a class subset (``--classes 0-4``), a seeded 10 % per class held
-out of the training split (``--select heldout`` and the lr calibration read it; downstream test sets never are),
+"""What a fine-tuning run trains and selects on: a class subset (``--classes 0-4``), a held-out part of the training
+split (``--select heldout`` and the lr calibration read it; downstream test sets never are): the dataset's packaged
+list where it has one (Tiny ImageNet: TTC's ``eval_files``, ``data/heldout.py``), else a seeded 10 % per class;
 ``--limit`` training images, and the epoch's batches: a ``DistributedSampler`` (shuffled, seeded, drop_last)
 whose order depends on (seed, epoch) only, cut into per-rank batches of global/world images."""
 
 from __future__ import annotations
 
 import hashlib
+import os
 
 import torch
 
@@ -48,12 +50,49 @@ def labels_of(dataset) -> torch.Tensor:
     return torch.as_tensor([int(dataset[i][1]) for i in range(len(dataset))], dtype=torch.long)
 
 
-def split(labels: torch.Tensor, classes: list[int], seed: int, limit: int | None = None):
-    """``(train, heldout)`` dataset indices (sorted) over ``classes``: a seeded 10 % of each class held out."""
+def file_names(dataset) -> list[str] | None:
+    """Every sample's file base name where the dataset keeps its file paths (``ImageFolder.samples``)."""
+    samples = getattr(dataset, "samples", None)
+    if samples is None or len(samples) != len(dataset):
+        return None
+    out = []
+    for s in samples:
+        path = s[0] if isinstance(s, (tuple, list)) else getattr(s, "path", None)
+        if path is None:
+            return None
+        out.append(os.path.basename(str(path)))
+    return out
+
+
+def listed_mask(dataset, files: frozenset[str], where: str) -> torch.Tensor:
+    """Which samples of ``dataset`` are in the held-out list ``files`` (base names)."""
+    names = file_names(dataset)
+    if names is None:
+        raise CounterclipError(f"{where}: the dataset does not expose its file names, so the packaged held-out "
+                               "list cannot be applied (use the torchvision/ImageFolder layout)")
+    mask = torch.as_tensor([n in files for n in names], dtype=torch.bool)
+    if not bool(mask.any()):
+        raise CounterclipError(f"{where}: none of the {len(files)} held-out files it lists is among the "
+                               f"{len(names)} training images; is this that dataset's train split?")
+    return mask
+
+
+def split(labels: torch.Tensor, classes: list[int], seed: int, limit: int | None = None,
+          listed: torch.Tensor | None = None):
+    """``(train, heldout)`` dataset indices (sorted) over ``classes``: the samples ``listed`` (a per-sample bool
+    mask, the packaged held-out list) held out where given, else a seeded 10 % of each class."""
     train, held = [], []
     for c in classes:
         idx = (labels == c).nonzero().flatten()
         if len(idx) == 0:
+            continue
+        if listed is not None:
+            out = listed[idx]
+            if not bool(out.any()):
+                raise CounterclipError(f"class {c} has none of its images in the held-out list; the list and "
+                                       "the data on disk do not match")
+            held.append(idx[out])
+            train.append(idx[~out])
             continue
         g = torch.Generator().manual_seed(seed * 1000003 + c)
         perm = idx[torch.randperm(len(idx), generator=g)]

@@ -1,6 +1,7 @@
-"""Held-out clean and robust accuracy of the weights being trained, on the seeded 10 % per class kept out of the
-training split: what ``--select heldout`` and the lr calibration read. The attack is counterclip's PGD at the
-run's ``eval_eps`` with per-sample random starts, on the zero-shot classifier over the trained classes."""
+"""Held-out clean and robust accuracy of the weights being trained, on the part kept out of the training split
+(the dataset's packaged list, else a seeded 10 % per class; ``data.py``): what ``--select heldout`` and the lr
+calibration read. The attack is counterclip's PGD at the run's ``eval_eps`` with per-sample random starts, on the
+zero-shot classifier over the trained classes."""
 
 from __future__ import annotations
 

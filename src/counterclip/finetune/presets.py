@@ -6,7 +6,13 @@ from __future__ import annotations
 from ..errors import CounterclipError, UnknownNameError
 
 # warmup: an int is a number of steps, a float below 1 a fraction of the total steps (the toy keeps the fraction
-# because the references' 1000 steps would be a quarter or more of a toy run)
+# because the references' 1000 steps would be a quarter or more of a toy run).
+# Data transform (section 1): TeCoA/PMG-AFT/TTC lineage Resize(256) bilinear -> CenterCrop(224); FARE (and the
+# RobustVLM code, which trains the robustvlm preset's TeCoA too) Resize(224) bicubic -> CenterCrop(224); the toy
+# is at its native 28 px, no resize. Prompts (section 1): TTC lineage "This is a photo of a {}." with the reference
+# TinyImageNet clean names; RobustVLM "This is a photo of a {}" (no period) with class names lower-cased and
+# '_', '-', '/' turned into spaces (refine_names). robustvlm's length is max_steps; its epochs only satisfies the
+# setting's check (max_steps wins).
 PRESETS: dict[str, dict] = {
     "toy": {
         "common": {"model": "tiny-fmnist", "pretrained": None, "dataset": "fashion-mnist", "classes": "0-4",
@@ -25,20 +31,23 @@ PRESETS: dict[str, dict] = {
     "ttc": {
         "common": {"model": "ViT-B-32", "pretrained": "openai", "dataset": "tinyimagenet", "classes": None,
                    "prompts": "reference", "template": "This is a photo of a {}.", "eps": "1/255",
-                   "epochs": 10, "image_size": 224, "resize": 256, "eval_eps": "1/255"},
+                   "epochs": 10, "image_size": 224, "resize": 256, "interpolation": "bilinear",
+                   "eval_eps": "1/255"},
         "tecoa": {"steps": 2, "step_size": "1/255", "momentum": 0.0, "optimizer": "sgd", "lr": 1e-5,
                   "weight_decay": 0.0, "warmup": 1000, "batch_size": 256},
         "pmg-aft": {"steps": 2, "step_size": "1/255", "momentum": 0.0, "optimizer": "sgd", "lr": 5e-5,
                     "weight_decay": 0.0, "warmup": 1000, "batch_size": 256},
         "fare": {"steps": 10, "step_size": "1/1020", "momentum": 0.9, "optimizer": "adamw", "lr": 1e-5,
-                 "weight_decay": 1e-4, "warmup": 0.07, "batch_size": 128},
+                 "weight_decay": 1e-4, "warmup": 0.07, "batch_size": 128, "resize": 224,
+                 "interpolation": "bicubic"},
     },
     "robustvlm": {
         "common": {"model": "ViT-B-32", "pretrained": "openai", "dataset": "imagenet", "classes": None,
-                   "prompts": "clip", "template": "This is a photo of a {}", "eps": "4/255", "steps": 10,
+                   "prompts": "clip", "template": "This is a photo of a {}", "refine_names": True,
+                   "eps": "4/255", "steps": 10,
                    "step_size": "1/255", "momentum": 0.9, "optimizer": "adamw", "lr": 1e-5,
-                   "weight_decay": 1e-4, "batch_size": 128, "max_steps": 20000, "warmup": 1400,
-                   "image_size": 224, "resize": 224, "eval_eps": "4/255"},
+                   "weight_decay": 1e-4, "batch_size": 128, "max_steps": 20000, "epochs": 1, "warmup": 1400,
+                   "image_size": 224, "resize": 224, "interpolation": "bicubic", "eval_eps": "4/255"},
         "tecoa": {},
         "fare": {},
     },

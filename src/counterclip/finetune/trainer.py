@@ -74,6 +74,7 @@ class Trainer:
     # -- set-up ---------------------------------------------------------------------------------------------
     def _build(self) -> None:
         from ..data import get_dataset
+        from ..data.prompts import refine_classname
         from ..models import load_model
         from ..zeroshot import ZeroShotClassifier
 
@@ -82,11 +83,12 @@ class Trainer:
                                 vision_checkpoint=cfg["vision_checkpoint"])
         self.loaded = get_dataset(cfg["dataset"], split="train", data_root=cfg["data_root"],
                                   download=cfg["download"], image_size=cfg["image_size"] or self.model.image_size,
-                                  resize=cfg["resize"], prompts=cfg["prompts"])
+                                  resize=cfg["resize"], prompts=cfg["prompts"], interpolation=cfg["interpolation"])
         self.classes = fdata.parse_classes(cfg["classes"], len(self.loaded.classnames))
         self.class_map = {c: i for i, c in enumerate(self.classes)}
         labels = fdata.labels_of(self.loaded.dataset)
-        self.train_idx, self.held_idx = fdata.split(labels, self.classes, cfg["seed"], cfg["limit"])
+        listed, self.heldout_rule = self._heldout_list()
+        self.train_idx, self.held_idx = fdata.split(labels, self.classes, cfg["seed"], cfg["limit"], listed=listed)
         self.steps_per_epoch = len(self.train_idx) // cfg["batch_size"]
         if self.steps_per_epoch == 0:
             raise CounterclipError(f"{len(self.train_idx)} training images give no full batch of "
@@ -94,6 +96,8 @@ class Trainer:
         self.total = cfg["max_steps"] or cfg["epochs"] * self.steps_per_epoch
         self.warmup = warmup_steps(cfg["warmup"], self.total)
         self.classnames = [self.loaded.classnames[c] for c in self.classes]
+        if cfg["refine_names"]:  # the TeCoA/PMG-AFT/RobustVLM codes' class-name form (finetune.md section 1)
+            self.classnames = [refine_classname(n) for n in self.classnames]
         template = cfg["template"] or self.loaded.templates[0]
         self.template = template
         text = ZeroShotClassifier(self.model, self.classnames, [template]).text_embeddings.float()
@@ -124,6 +128,18 @@ class Trainer:
         fp32_reference = cfg["reference"] and self.method.name == "fare"  # FARE's reference is fp32 throughout
         self.train_dtype = torch.float16 if self.fp16 else (torch.bfloat16 if cuda and not fp32_reference else None)
         self.key = resume_key(cfg)
+
+    def _heldout_list(self):
+        """The packaged held-out file list of the training data (Tiny ImageNet: TTC's ``eval_files``) as a
+        per-sample mask, and the rule the record states; ``None`` (seeded 10 % per class) where there is none."""
+        from ..data.heldout import heldout_files, heldout_source
+
+        name = self.loaded.name
+        files = heldout_files(name, "train")
+        if files is None:
+            return None, f"seeded {fdata.HELDOUT_FRACTION:.0%} per class"
+        mask = fdata.listed_mask(self.loaded.dataset, files, f"dataset {name} (held-out list {heldout_source(name)})")
+        return mask, f"listed: {heldout_source(name)}"
 
     def _autocast(self, dtype):
         if dtype is None:
