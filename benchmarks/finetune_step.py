@@ -26,8 +26,8 @@ PMG-AFT reference codes leave them in ``.grad`` and add them to the update; coun
 ``--reference``), it clips the random start as the toy preset does (FARE's reference does not), it sets the lr
 before the step (FARE's reference steps its scheduler after), it projects as ``clamp(x + delta, 0, 1) - x`` and
 computes logits as ``Context.logits`` does (the fixed scale times the cosines; the references multiply by the
-exponential of their logit-scale parameter, a scalar). The batch-mean losses of the references' attacks give the same signs
-as counterclip's batch sums (exactly so for power-of-two batches).
+exponential of their logit-scale parameter, a scalar). The batch-mean losses of the references' attacks give the
+same signs as counterclip's batch sums (exactly so for power-of-two batches).
 
 After each repeat both hold weights; their largest absolute difference must stay under ``--tolerance`` (the
 script exits non-zero otherwise). Times: the methods are interleaved step by step (``benchmarks/harness.py``);
