@@ -3,6 +3,7 @@
 import importlib.util
 from pathlib import Path
 
+import pytest
 import torch
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
@@ -70,3 +71,39 @@ def test_grid_validation_benchmark_smoke(tmp_path):
     assert validate.ENABLED  # the switch is back on
     assert out["records"] == {"checks on": 2, "checks off": 2, "checks on, again": 2}
     assert "<!-- begin grid_validation -->" in out_file.read_text()
+
+
+def test_finetune_step_benchmark_smoke(tmp_path):
+    bench = _load("finetune_step")
+    out_file = tmp_path / "BENCHMARKS.md"
+    threads = torch.get_num_threads()
+    try:
+        out = bench.main(["--batch-size", "8", "--steps", "2", "--repeats", "1", "--output", str(out_file)])
+    finally:
+        torch.set_num_threads(threads)
+    assert set(out["results"]) == set(bench.ALL)
+    for r in out["results"].values():
+        # the trainer's step and the reference-structure transcription made the same updates, and the weights moved
+        assert r["ok"] and r["max_weight_diff"] <= 1e-5 < r["max_weight_change"]
+        med, lo, hi = r["speedup"]
+        assert len(r["ratios"]) == 1 and lo <= med <= hi and med > 0
+    text = out_file.read_text()
+    assert "<!-- begin finetune_step -->" in text and "| fare |" in text and "same weights (<= 1e-05): yes" in text
+
+
+def test_finetune_step_benchmark_fails_on_other_weights(tmp_path, monkeypatch):
+    bench = _load("finetune_step")
+    reset = bench.Transcription.reset
+
+    def shifted(self, tower_state):  # a transcription that starts from other weights must be caught
+        reset(self, tower_state)
+        with torch.no_grad():
+            next(self.tower.parameters()).add_(1e-3)
+
+    monkeypatch.setattr(bench.Transcription, "reset", shifted)
+    threads = torch.get_num_threads()
+    try:
+        with pytest.raises(SystemExit, match="weights differ"):
+            bench.main(["--methods", "tecoa", "--batch-size", "8", "--steps", "1", "--repeats", "1", "--output", "-"])
+    finally:
+        torch.set_num_threads(threads)
