@@ -22,11 +22,12 @@ def embedded_dir(name: str) -> Path:
 # `counterclip finetune --preset toy` and exported with counterclip.finetune.export.ship_tower. A name here is
 # accepted wherever a --vision-checkpoint path is.
 ROBUST_TOWERS: dict[str, dict] = {
-    "tiny-fmnist-tecoa": {
-        "base": "tiny-fmnist", "file": "tiny-fmnist-tecoa.safetensors", "method": "tecoa",
-        "description": "tiny-fmnist's tower after 1 epoch of TeCoA at 4/255 on Fashion-MNIST classes 0-4",
-        "command": "counterclip finetune --method tecoa --preset toy --epochs 1 --eval-limit 1000 --output DIR",
-    },
+    f"tiny-fmnist-{method}": {
+        "base": "tiny-fmnist", "file": f"tiny-fmnist-{method}.safetensors", "method": method,
+        "description": f"tiny-fmnist's tower after 1 epoch of {label} at 4/255 on Fashion-MNIST classes 0-4",
+        "command": f"counterclip finetune --method {method} --preset toy --eval-limit 1000 --output DIR",
+    }
+    for method, label in (("tecoa", "TeCoA"), ("pmg-aft", "PMG-AFT"), ("fare", "FARE"))
 }
 
 
