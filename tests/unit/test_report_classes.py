@@ -68,3 +68,22 @@ def test_report_lists_groups_apart_and_keeps_them_out_of_the_average(tmp_path, m
     assert {r["dataset"] for r in rows} == {"fashion-mnist", "fashion-mnist [seen]", "fashion-mnist [unseen]"}
     plain = build_report(GOLDEN, tmp_path / "plain")
     assert "[seen]" not in plain["results.md"].read_text()
+
+
+def test_records_of_one_model_with_several_towers_are_labelled_by_tower():
+    from types import SimpleNamespace
+
+    from counterclip.report.records import _assign_config_labels
+
+    def rec(tower, sha):
+        return SimpleNamespace(raw={"settings": {"model": "tiny-fmnist", "seed": 0, "vision_checkpoint": tower,
+                                                 "vision_checkpoint_sha256": sha}}, config_label="", config_note="")
+
+    recs = [rec(None, None), rec("tiny-fmnist-fare", "ab"), rec("/x/TeCoA.pth.tar", "cd")]
+    _assign_config_labels(recs)
+    assert [r.config_label for r in recs] == ["original tower", "tower tiny-fmnist-fare", "tower TeCoA.pth.tar"]
+    # one name, two files (a retrained tower): the name alone would pool them, so the settings label them
+    recs = [rec("TeCoA.pth.tar", "ab"), rec("TeCoA.pth.tar", "cd")]
+    _assign_config_labels(recs)
+    assert recs[0].config_label != recs[1].config_label
+    assert not recs[0].config_label.startswith("tower")

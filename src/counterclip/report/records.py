@@ -237,6 +237,13 @@ def _assign_config_labels(records: list[Record]) -> list[str]:
     differing = [k for k in keys if len({json.dumps(s[k], sort_keys=True, default=str) for s in have}) > 1]
     full = ["settings unrecorded" if s is None else ", ".join(f"{k}={_short(s[k])}" for k in differing)
             for s in settings]
+    towers = {"vision_checkpoint", "vision_checkpoint_sha256"}
+    if set(differing) <= towers and "vision_checkpoint" in differing:  # one model, several towers: name them
+        named = ["settings unrecorded" if s is None else
+                 f"tower {Path(str(s['vision_checkpoint'])).name}" if s["vision_checkpoint"] else "original tower"
+                 for s in settings]
+        if len(set(named)) == len(set(full)):  # the names alone keep the configurations apart
+            full = named
     long = sorted({f for f in full if len(f) > CONFIG_LABEL_MAX})
     short = {f: f"config {chr(ord('A') + i)}" if i < 26 else f"config {i + 1}" for i, f in enumerate(long)}
     for r, f in zip(records, full):
