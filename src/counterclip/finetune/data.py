@@ -17,19 +17,25 @@ from ..evaluation.sampling import select_indices
 HELDOUT_FRACTION = 0.1
 
 
+def index_list(text) -> list[int]:
+    """``"0-4"``, ``"0,2,7"`` or ``"0-2,5"`` -> those indices, in the given order; ValueError when malformed."""
+    out: list[int] = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if "-" in part:
+            lo, hi = (int(v) for v in part.split("-", 1))
+            out += list(range(lo, hi + 1))
+        elif part:
+            out.append(int(part))
+    return out
+
+
 def parse_classes(spec, num_classes: int) -> list[int]:
     """``None``/``"all"`` -> every class; ``"0-4"``, ``"0,2,7"`` or ``"0-2,5"`` -> those class indices."""
     if spec is None or str(spec).strip().lower() == "all":
         return list(range(num_classes))
-    out: list[int] = []
     try:
-        for part in str(spec).split(","):
-            part = part.strip()
-            if "-" in part:
-                lo, hi = (int(v) for v in part.split("-", 1))
-                out += list(range(lo, hi + 1))
-            elif part:
-                out.append(int(part))
+        out = index_list(spec)
     except ValueError:
         raise CounterclipError(f"--classes {spec!r}: use class indices such as 0-4 or 0,2,7") from None
     bad = [c for c in out if not 0 <= c < num_classes]

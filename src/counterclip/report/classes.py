@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import CounterclipError
 from ..evaluation.metrics import accuracy_metrics
+from ..finetune.data import index_list
 from .records import Record, Sidecar
 
 
@@ -27,15 +28,8 @@ def parse_class_groups(specs) -> dict[str, list[int]]:
     for spec in specs or ():
         name, sep, body = str(spec).partition("=")
         name = name.strip()
-        classes: list[int] = []
         try:
-            for part in body.split(","):
-                part = part.strip()
-                if "-" in part:
-                    lo, hi = (int(v) for v in part.split("-", 1))
-                    classes += range(lo, hi + 1)
-                elif part:
-                    classes.append(int(part))
+            classes = index_list(body)
         except ValueError:
             classes = []
         if not sep or not name or not classes or min(classes) < 0:
