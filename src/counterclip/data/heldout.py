@@ -12,14 +12,17 @@ from functools import lru_cache
 from importlib import resources
 
 
+def _file_name(key: str) -> str:
+    return key.replace("-", "_").replace("/", "_") + ".json"
+
+
 @lru_cache(maxsize=None)
 def heldout_list(key: str) -> dict | None:
     """The packaged held-out list of registry dataset ``key``, or ``None`` where there is none."""
-    name = key.replace("-", "_").replace("/", "_") + ".json"
     try:
-        text = resources.files("counterclip.data").joinpath("metadata", "heldout", name).read_text(
+        text = resources.files("counterclip.data").joinpath("metadata", "heldout", _file_name(key)).read_text(
             encoding="utf-8")
-    except (FileNotFoundError, OSError):
+    except OSError:  # FileNotFoundError included
         return None
     return json.loads(text)
 
@@ -35,4 +38,4 @@ def heldout_files(key: str, split: str = "train") -> frozenset[str] | None:
 
 def heldout_source(key: str) -> str | None:
     rec = heldout_list(key)
-    return None if rec is None else f"metadata/heldout/{key.replace('-', '_')}.json ({rec.get('source', '')})"
+    return None if rec is None else f"metadata/heldout/{_file_name(key)} ({rec.get('source', '')})"
