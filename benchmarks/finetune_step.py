@@ -89,6 +89,7 @@ class Transcription:
         from counterclip.finetune import data as fdata
         from counterclip.finetune.attack import start_generators
         from counterclip.finetune.schedule import lr_at, set_lr
+        from counterclip.finetune.trainer import build_optimizer
 
         self.tr, self.cfg, self.method = trainer, trainer.cfg, trainer.method
         self._load, self._gens, self._lr_at, self._set_lr = fdata.load_batch, start_generators, lr_at, set_lr
@@ -104,12 +105,7 @@ class Transcription:
         self.scale = trainer.ctx.scale
         self.tower = copy.deepcopy(trainer.tower)  # keeps requires_grad per parameter (--last-n-params)
         self.params = [p for p in self.tower.parameters() if p.requires_grad]
-        cfg = self.cfg
-        if cfg["optimizer"] == "sgd":  # the references' optimisers, with the preset's settings (as the trainer's)
-            self.opt = torch.optim.SGD(self.params, lr=cfg["lr"], momentum=0.9, weight_decay=cfg["weight_decay"])
-        else:
-            self.opt = torch.optim.AdamW(self.params, lr=cfg["lr"], betas=(0.9, 0.999),
-                                         weight_decay=cfg["weight_decay"])
+        self.opt = build_optimizer(self.cfg, self.params)  # the references' optimisers are the trainer's
         self.initial_opt = copy.deepcopy(self.opt.state_dict())
 
     def reset(self, tower_state):

@@ -56,6 +56,14 @@ class Context:
         return (self.scale if scale is None else scale) * F.normalize(e.float(), dim=-1) @ self.text.t()
 
 
+def build_optimizer(cfg: dict, params) -> torch.optim.Optimizer:
+    """The run's optimiser over ``params``: SGD with momentum 0.9 (not Nesterov) or AdamW with betas (0.9, 0.999),
+    at the run's lr and weight decay (spec sections 2-4)."""
+    if cfg["optimizer"] == "sgd":
+        return torch.optim.SGD(params, lr=cfg["lr"], momentum=0.9, weight_decay=cfg["weight_decay"])
+    return torch.optim.AdamW(params, lr=cfg["lr"], betas=(0.9, 0.999), weight_decay=cfg["weight_decay"])
+
+
 class Trainer:
     def __init__(self, cfg: dict, log=print):
         self.cfg, self.log = cfg, log
@@ -111,11 +119,7 @@ class Trainer:
         for p in trained:
             p.requires_grad_(True)
         self.params = trained
-        if cfg["optimizer"] == "sgd":
-            self.opt = torch.optim.SGD(trained, lr=cfg["lr"], momentum=0.9, weight_decay=cfg["weight_decay"])
-        else:
-            self.opt = torch.optim.AdamW(trained, lr=cfg["lr"], betas=(0.9, 0.999),
-                                         weight_decay=cfg["weight_decay"])
+        self.opt = build_optimizer(cfg, trained)
         self.forward = self.tower
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
